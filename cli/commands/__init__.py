@@ -1,0 +1,1 @@
+"""The ``ms`` commands, grouped by what they touch."""

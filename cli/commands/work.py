@@ -1,0 +1,164 @@
+"""Commands that change the repository or the working tree: init, add, status, commit, ..."""
+
+from __future__ import annotations
+
+import click
+
+from modelstore.cli.render import emit_json, human_size, progress, say
+
+__all__ = ["COMMANDS"]
+
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path(file_okay=False))
+@json_opt
+def init(path: str, as_json: bool) -> None:
+    """Create a repository in PATH (default: here), stored in PATH/.ms."""
+    from modelstore import api
+
+    repo = api.init(path)
+    try:
+        if as_json:
+            emit_json({"path": str(repo.workdir), "repo_id": repo.config.repo_id,
+                       "branch": "main"})
+        else:
+            say(f"Initialized empty modelstore repository in {repo.ms_dir}")
+    finally:
+        repo.close()
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@json_opt
+def add(paths: tuple[str, ...], quiet: bool, as_json: bool) -> None:
+    """Stage files and folders (honours .msignore); unchanged files are not re-read."""
+    from modelstore import api
+
+    with progress(None, "add", not (quiet or as_json)) as cb:
+        res = api.add(".", list(paths), progress=cb)
+    if as_json:
+        emit_json(res.to_json())
+    elif not quiet:
+        say(f"added {len(res.added)} file(s), {human_size(res.bytes_read)} read, "
+            f"{human_size(res.new_bytes)} new in store; {len(res.unchanged)} unchanged")
+
+
+@click.command()
+@click.option("-s", "--short", is_flag=True, help="One line per path.")
+@json_opt
+def status(short: bool, as_json: bool) -> None:
+    """Show staged, modified, deleted and untracked files."""
+    from modelstore import api
+
+    st = api.status(".")
+    if as_json:
+        emit_json(api.status_json(st))
+        return
+    if short:
+        codes = {"added": "A ", "modified": "M ", "deleted": "D "}
+        for change, p in st.staged:
+            say(f"{codes[change]} {p}")
+        for p in st.modified:
+            say(f" M {p}")
+        for p in st.deleted:
+            say(f" D {p}")
+        for p in st.untracked:
+            say(f"?? {p}")
+        return
+    where = f"On branch {st.branch}" if st.branch else f"HEAD detached at {st.head.hex()[:12] if st.head else '?'}"
+    say(where)
+    if st.head is None:
+        say("No commits yet")
+    if st.staged:
+        say("\nChanges to be committed:")
+        for change, p in st.staged:
+            say(f"  {change + ':':10} {p}")
+    if st.modified or st.deleted:
+        say("\nChanges not staged for commit (use `ms add` or `ms restore`):")
+        for p in st.modified:
+            say(f"  {'modified:':10} {p}")
+        for p in st.deleted:
+            say(f"  {'deleted:':10} {p}")
+    if st.untracked:
+        say("\nUntracked files (use `ms add` to track):")
+        for p in st.untracked:
+            say(f"  {p}")
+    if st.clean:
+        say("nothing to commit, working tree clean")
+
+
+@click.command()
+@click.option("-m", "--message", required=True, help="The commit message.")
+@click.option("--author", help="Override the author (default: $MS_AUTHOR or user@host).")
+@click.option("--allow-empty", is_flag=True, help="Commit even if nothing changed.")
+@json_opt
+def commit(message: str, author: str | None, allow_empty: bool, as_json: bool) -> None:
+    """Record the staged files as a new commit; prints its id."""
+    from modelstore import api
+
+    info = api.commit(".", message, author=author, allow_empty=allow_empty)
+    if as_json:
+        emit_json(info.to_json())
+    else:
+        say(info.id)
+
+
+@click.command()
+@click.argument("rev")
+@click.argument("paths", nargs=-1)
+@click.option("-f", "--force", is_flag=True, help="Overwrite local changes.")
+@click.option("--to", "to", type=click.Path(file_okay=False),
+              help="Write REV's files into this folder instead (the repository is untouched).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@json_opt
+def checkout(rev: str, paths: tuple[str, ...], force: bool, to: str | None, quiet: bool,
+             as_json: bool) -> None:
+    """Restore the working tree (or just PATHS) to REV."""
+    from modelstore import api
+
+    with progress(None, "checkout", not (quiet or as_json)) as cb:
+        res = api.checkout(".", rev, list(paths) or None, force=force, to=to, progress=cb)
+    if as_json:
+        emit_json(res)
+    elif not quiet:
+        where = f" into {res['to']}" if to else ""
+        say(f"checked out {res['commit'][:12]}{where}: {res['written']} file(s) written")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--cached", is_flag=True, help="Only unstage; keep the working files.")
+@json_opt
+def rm(paths: tuple[str, ...], cached: bool, as_json: bool) -> None:
+    """Stop tracking PATHS and delete them (keep them with --cached)."""
+    from modelstore import api
+
+    removed = api.rm(".", list(paths), cached=cached)
+    if as_json:
+        emit_json({"removed": removed})
+    else:
+        for p in removed:
+            say(f"rm {p}")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--staged", is_flag=True, help="Unstage: reset the index entry from HEAD.")
+@click.option("-s", "--source", metavar="REV", help="Restore from this commit instead.")
+@json_opt
+def restore(paths: tuple[str, ...], staged: bool, source: str | None, as_json: bool) -> None:
+    """Discard working-tree changes to PATHS (or unstage them with --staged)."""
+    from modelstore import api
+
+    done = api.restore(".", list(paths), staged=staged, source=source)
+    if as_json:
+        emit_json({"restored": done})
+    else:
+        for p in done:
+            say(f"restored {p}")
+
+
+COMMANDS = [init, add, status, commit, checkout, rm, restore]

@@ -1,0 +1,89 @@
+"""The ``ms`` entry point: global options, the command group, and errors -> exit codes.
+
+This is the one place where an ``MsError`` becomes one line on stderr and its exit code; no
+traceback is shown for anything a user can cause. Set ``MS_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+import click
+
+from modelstore import __version__
+from modelstore.cli.commands import history, work
+from modelstore.errors import MsError
+
+__all__ = ["cli", "main"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="ms")
+@click.option("-C", "chdir", metavar="PATH", type=click.Path(file_okay=False),
+              help="Run as if ms was started in PATH.")
+@click.pass_context
+def cli(ctx: click.Context, chdir: str | None) -> None:
+    """modelstore: version large ML checkpoints and datasets like code.
+
+    Files are split into content-defined chunks, deduplicated, compressed and packed; commits,
+    branches and history work as in git. Run `ms COMMAND -h` for help on a command.
+    """
+    ctx.ensure_object(dict)
+    if chdir:
+        try:
+            os.chdir(chdir)
+        except OSError as exc:
+            raise click.UsageError(f"cannot change to {chdir}: {exc.strerror}") from None
+
+
+for module in (work, history):
+    for command in module.COMMANDS:
+        cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return (and exit with) its exit code."""
+    debug = bool(os.environ.get("MS_DEBUG"))
+    try:
+        cli.main(args=argv, prog_name="ms", standalone_mode=False)
+        code = 0
+    except MsError as exc:
+        if debug:
+            raise
+        click.echo(f"ms: error: {exc.message}", err=True)
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code if exc.exit_code else EXIT_USAGE
+    except click.exceptions.Abort:
+        click.echo("ms: aborted", err=True)
+        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo("ms: interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout closed early (`ms cat ... | head`): not an error worth a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 1
+    except OSError as exc:
+        if debug:
+            raise
+        hint = " (free disk space and retry)" if exc.errno == errno.ENOSPC else ""
+        click.echo(f"ms: error: {exc.strerror or exc}{': ' + exc.filename if exc.filename else ''}"
+                   f"{hint}", err=True)
+        code = 16 if exc.errno == errno.ENOSPC else 15
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

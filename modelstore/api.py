@@ -1,0 +1,240 @@
+"""Layer 5: the porcelain: one function per CLI verb, returning plain result objects.
+
+Every function takes a path or an open ``Repository`` (closing only what it opened, like
+dulwich's ``open_repo_closing``) and returns dataclasses with a ``to_json()``; nothing here
+prints. The CLI adds nothing the library lacks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, BinaryIO
+
+from modelstore.chunker import ChunkerParams
+from modelstore.errors import BadArgumentError, PathError
+from modelstore.objects import Commit
+from modelstore.repository import Repository, Status
+
+__all__ = [
+    "AddResult",
+    "CommitInfo",
+    "FileInfo",
+    "ProgressFn",
+    "RepoLike",
+    "add",
+    "cat",
+    "checkout",
+    "commit",
+    "init",
+    "log",
+    "ls",
+    "open_repo",
+    "restore",
+    "rm",
+    "show",
+    "stats",
+    "status",
+]
+
+RepoLike = Repository | str | os.PathLike[str]
+ProgressFn = Callable[[int], None]
+
+
+@contextmanager
+def open_repo(repo: RepoLike | None = None) -> Iterator[Repository]:
+    """Yield an open repository; close it afterwards only if we opened it."""
+    if isinstance(repo, Repository):
+        yield repo
+        return
+    r = Repository.open(repo if repo is not None else ".")
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@dataclass
+class CommitInfo:
+    """A commit as shown to users."""
+
+    id: str
+    tree: str
+    parents: list[str]
+    author: str
+    time: int
+    tz_offset_min: int
+    message: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, oid: bytes, c: Commit) -> CommitInfo:
+        """Build from a commit object."""
+        return cls(oid.hex(), c.tree_id.hex(), [p.hex() for p in c.parents], c.author, c.time,
+                   c.tz_offset, c.message, c.extra)
+
+    @property
+    def date(self) -> str:
+        """ISO 8601 date in the committer's offset."""
+        tz = timezone(timedelta(minutes=self.tz_offset_min))
+        return datetime.fromtimestamp(self.time, tz).isoformat()
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = asdict(self)
+        d["date"] = self.date
+        return d
+
+
+@dataclass
+class FileInfo:
+    """A file or folder in a tree."""
+
+    path: str
+    type: str
+    size: int
+    mode: str
+    id: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass
+class AddResult:
+    """What ``add`` did."""
+
+    added: list[str]
+    unchanged: list[str]
+    bytes_read: int
+    new_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+def init(path: str | os.PathLike[str] = ".", *, chunker: ChunkerParams | None = None,
+         pack_size: int | None = None) -> Repository:
+    """Create a repository; return it open (the caller closes it)."""
+    return Repository.init(path, chunker=chunker, pack_size=pack_size)
+
+
+def add(repo: RepoLike, paths: list[str], progress: ProgressFn | None = None) -> AddResult:
+    """Stage files and folders."""
+    if not paths:
+        raise BadArgumentError("nothing to add (give files or folders)")
+    with open_repo(repo) as r:
+        res = r.add(paths, progress)
+    return AddResult(res["added"], res["unchanged"], res["bytes_read"], res["new_bytes"])
+
+
+def status(repo: RepoLike) -> Status:
+    """Staged, modified, deleted and untracked paths."""
+    with open_repo(repo) as r:
+        return r.status()
+
+
+def status_json(st: Status) -> dict[str, Any]:
+    """JSON form of a status."""
+    return {
+        "branch": st.branch,
+        "head": st.head.hex() if st.head else None,
+        "staged": [{"change": c, "path": p} for c, p in st.staged],
+        "modified": st.modified,
+        "deleted": st.deleted,
+        "untracked": st.untracked,
+        "clean": st.clean,
+    }
+
+
+def commit(repo: RepoLike, message: str, *, author: str | None = None,
+           allow_empty: bool = False) -> CommitInfo:
+    """Commit the staging index; return the new commit."""
+    with open_repo(repo) as r:
+        oid = r.commit(message, author=author, allow_empty=allow_empty)
+        return CommitInfo.of(oid, r.get_commit(oid))
+
+
+def log(repo: RepoLike, rev: str = "HEAD", limit: int | None = None) -> list[CommitInfo]:
+    """History from ``rev``, newest first."""
+    with open_repo(repo) as r:
+        return [CommitInfo.of(oid, c) for oid, c in r.log(rev, limit)]
+
+
+def ls(repo: RepoLike, rev: str = "HEAD", path: str = "", recursive: bool = False) -> list[FileInfo]:
+    """List a folder (or one file) of a commit."""
+    with open_repo(repo) as r, r.db.read() as txn:
+        cid = r.resolve(rev, txn)
+        e = r.lookup(cid, path, txn)
+        if e is None:
+            raise PathError(f"{path}: not in {rev}")
+        base = path.strip("/")
+        if not e.is_dir:
+            return [FileInfo(base, "file", e.size, f"{e.mode:o}", e.id.hex())]
+        if recursive:
+            files = r.walk_tree(e.id, txn, prefix=f"{base}/" if base else "")
+            return [FileInfo(p, "file", fe.size, f"{fe.mode:o}", fe.id.hex())
+                    for p, fe in sorted(files.items())]
+        out = []
+        for te in r.get_tree(e.id, txn).entries:
+            p = f"{base}/{te.name}" if base else te.name
+            if te.is_dir:
+                size = sum(fe.size for fe in r.walk_tree(te.id, txn).values())
+                out.append(FileInfo(p, "dir", size, "40000", te.id.hex()))
+            else:
+                out.append(FileInfo(p, "file", te.size, f"{te.mode:o}", te.id.hex()))
+        return out
+
+
+def show(repo: RepoLike, rev: str = "HEAD") -> tuple[CommitInfo, list[FileInfo]]:
+    """A commit's metadata and every file it holds, with sizes."""
+    with open_repo(repo) as r:
+        cid = r.resolve(rev)
+        info = CommitInfo.of(cid, r.get_commit(cid))
+        return info, ls(r, cid.hex(), "", recursive=True)
+
+
+def cat(repo: RepoLike, spec: str, out: BinaryIO) -> int:
+    """Stream ``REV:PATH`` (or a path at HEAD) to ``out``."""
+    rev, sep, path = spec.partition(":")
+    if not sep:
+        rev, path = "HEAD", spec
+    if not path:
+        raise BadArgumentError(f"{spec!r}: give REV:PATH")
+    with open_repo(repo) as r:
+        return r.cat(rev or "HEAD", path, out)
+
+
+def checkout(repo: RepoLike, rev: str, paths: list[str] | None = None, *, force: bool = False,
+             to: str | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Restore the working tree, some paths, or a separate folder to ``rev``."""
+    with open_repo(repo) as r:
+        return r.checkout(rev, paths, force=force, to=to, progress=progress)
+
+
+def rm(repo: RepoLike, paths: list[str], *, cached: bool = False) -> list[str]:
+    """Stop tracking paths (and delete them unless ``cached``)."""
+    if not paths:
+        raise BadArgumentError("nothing to remove (give paths)")
+    with open_repo(repo) as r:
+        return r.rm(paths, cached=cached)
+
+
+def restore(repo: RepoLike, paths: list[str], *, staged: bool = False,
+            source: str | None = None) -> list[str]:
+    """Restore working files from the index (or ``source``), or unstage with ``staged``."""
+    if not paths:
+        raise BadArgumentError("nothing to restore (give paths)")
+    with open_repo(repo) as r:
+        return r.restore(paths, staged=staged, source=source)
+
+
+def stats(repo: RepoLike) -> dict[str, Any]:
+    """Logical bytes vs stored bytes, chunk and pack counts."""
+    with open_repo(repo) as r:
+        return r.stats()

@@ -1,0 +1,405 @@
+"""Layer 3: the chunk store: files in, chunks deduplicated into packs, chunks out verified.
+
+Ingest is a pipeline with bounded memory, whatever the file size:
+
+1. the main thread reads the file into one of four reused block buffers (no fresh memory per
+   block: first touch of new pages is ~20x slower than warm memory here) and runs the native
+   chunker over it (the GIL is released while it scans);
+2. worker threads hash each chunk (BLAKE3 releases the GIL), look it up in the chunk index, and
+   compress only the new ones; a separate single thread hashes the whole file in order;
+3. the main thread appends new chunks to the current pack; a full pack is finished (fsync,
+   rename) and its index entries committed on a finisher thread, so disk flushes overlap work.
+
+Write ordering (restic): a pack is durable and renamed into place before the transaction that
+indexes its chunks commits; manifests, trees, commits and refs are written by the caller only
+after ``ChunkSink.close`` returns. Every chunk read back is checked against its id.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import threading
+import time
+from array import array
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from blake3 import blake3
+
+from modelstore.chunker import Chunker, ChunkerParams
+from modelstore.compress import compress_chunk, decompress_chunk
+from modelstore.errors import CorruptObjectError, ObjectNotFoundError, StorageError
+from modelstore.ids import ChunkId
+from modelstore.metadb import MetaDB, Txn
+from modelstore.objects import FileManifest
+from modelstore.pack import PackEntry, PackWriter
+
+__all__ = ["CHUNK_LOC", "ChunkLoc", "ChunkSink", "ChunkStore", "StoreStats"]
+
+#: chunk index value: version u8 | pack id (32) | offset u64 | stored len u32 | raw len u32 |
+#: codec u8
+CHUNK_LOC = struct.Struct("<B32sQIIB")
+#: pack table value: version u8 | file size u64 | chunk count u32 | created (unix ns) i64
+PACK_REC = struct.Struct("<BQIq")
+BLOCK = 8 << 20
+N_BUFFERS = 4
+READ_BATCH = 64
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ChunkLoc:
+    """Where a chunk is stored."""
+
+    pack_id: bytes
+    offset: int
+    stored_len: int
+    raw_len: int
+    codec: int
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Sizes of what the store holds."""
+
+    chunks: int
+    packs: int
+    raw_bytes: int
+    stored_bytes: int
+    pack_bytes: int
+
+
+def _decode_loc(raw: bytes) -> ChunkLoc:
+    _, pack_id, off, stored, rawlen, codec = CHUNK_LOC.unpack(raw)
+    return ChunkLoc(pack_id, off, stored, rawlen, codec)
+
+
+class ChunkSink:
+    """Collects new chunks of one logical operation into packs (see the module docstring)."""
+
+    def __init__(self, store: ChunkStore) -> None:
+        self.store = store
+        self.pending: set[bytes] = set()
+        self._writer: PackWriter | None = None
+        self._finisher = ThreadPoolExecutor(1, thread_name_prefix="ms-pack")
+        self._finishing: deque[Future[None]] = deque()
+        self.new_chunks = 0
+        self.new_bytes = 0
+
+    def add(self, chunk_id: bytes, codec: int, payload: bytes | memoryview, raw_len: int) -> None:
+        """Append a chunk unless this operation already stored it."""
+        if chunk_id in self.pending:
+            return
+        self.pending.add(chunk_id)
+        w = self._writer
+        if w is None:
+            w = self._writer = PackWriter(self.store.tmp_dir, secrets.token_hex(8))
+        w.add(ChunkId(chunk_id), codec, payload, raw_len)
+        self.new_chunks += 1
+        self.new_bytes += 1 + len(payload)
+        if w.size >= self.store.pack_size:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        w, self._writer = self._writer, None
+        if w is None or not w.entries:
+            if w is not None:
+                w.abort()
+            return
+        # keep at most one finished-but-unflushed pack queued: bounds dirty page-cache growth
+        while len(self._finishing) >= 2:
+            self._finishing.popleft().result()
+        self._finishing.append(self._finisher.submit(self.store._commit_pack, w))
+
+    def close(self) -> None:
+        """Flush the last pack and wait until every pack is durable and indexed."""
+        try:
+            self._rotate()
+            while self._finishing:
+                self._finishing.popleft().result()
+        finally:
+            self._finisher.shutdown(wait=True)
+
+    def abort(self) -> None:
+        """Drop the pack being written; packs already finished stay (gc reclaims them)."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+        for f in self._finishing:
+            try:
+                f.result()
+            except Exception:  # noqa: S110 - aborting anyway; the first error is reported
+                pass
+        self._finisher.shutdown(wait=True)
+
+
+class ChunkStore:
+    """Packs under ``root/packs``, the chunk index in the metadata DB."""
+
+    def __init__(
+        self,
+        root: Path,
+        db: MetaDB,
+        params: ChunkerParams,
+        pack_size: int,
+        threads: int | None = None,
+    ) -> None:
+        self.root = root
+        self.db = db
+        self.params = params
+        self.pack_size = pack_size
+        self.packs_dir = root / "packs"
+        self.tmp_dir = root / "tmp"
+        self.threads = threads or min(4, os.cpu_count() or 2)
+        self._pool: ThreadPoolExecutor | None = None
+        self._fds: OrderedDict[bytes, int] = OrderedDict()
+        self._fd_lock = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The shared worker pool (created on first use, never across fork)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ms-chunk")
+        return self._pool
+
+    def close(self) -> None:
+        """Release threads and file descriptors."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        with self._fd_lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+    def pack_path(self, pack_id: bytes) -> Path:
+        """Where a pack lives."""
+        h = pack_id.hex()
+        return self.packs_dir / h[:2] / f"{h}.pack"
+
+    def _pack_fd(self, pack_id: bytes) -> int:
+        with self._fd_lock:
+            fd = self._fds.get(pack_id)
+            if fd is not None:
+                self._fds.move_to_end(pack_id)
+                return fd
+            path = self.pack_path(pack_id)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise CorruptObjectError(
+                    f"pack {pack_id.hex()[:16]} is missing from the repository (run `ms verify`)"
+                ) from None
+            except OSError as exc:
+                raise StorageError(f"cannot open pack {path}: {exc}") from None
+            self._fds[pack_id] = fd
+            if len(self._fds) > 64:
+                _, old = self._fds.popitem(last=False)
+                os.close(old)
+            return fd
+
+    def _commit_pack(self, writer: PackWriter) -> None:
+        pack_hex, path = writer.finish(self.packs_dir)
+        pack_id = bytes.fromhex(pack_hex)
+        rec = PACK_REC.pack(1, writer.size, len(writer.entries), time.time_ns())
+        entries: list[PackEntry] = writer.entries
+
+        def index(txn: Txn) -> None:
+            txn.put("packs", pack_id, rec)
+            for e in entries:
+                loc = CHUNK_LOC.pack(1, pack_id, e.offset, e.stored_len, e.raw_len, e.codec)
+                txn.put("chunks", e.chunk_id, loc, overwrite=False)
+
+        self.db.write(index)
+
+    # -- reading ----------------------------------------------------------------------------
+    def locate(self, txn: Txn, chunk_id: bytes) -> ChunkLoc | None:
+        """The location of a chunk, or None."""
+        raw = txn.get("chunks", chunk_id)
+        return None if raw is None else _decode_loc(raw)
+
+    def has(self, txn: Txn, chunk_id: bytes) -> bool:
+        """Whether the chunk is indexed."""
+        return txn.has("chunks", chunk_id)
+
+    def read_stored(self, loc: ChunkLoc) -> bytes:
+        """The stored bytes (tag + payload) of a chunk, unverified."""
+        fd = self._pack_fd(loc.pack_id)
+        try:
+            data = os.pread(fd, loc.stored_len, loc.offset)
+        except OSError as exc:
+            raise StorageError(
+                f"I/O error reading pack {loc.pack_id.hex()[:16]}: {exc}"
+            ) from None
+        if len(data) != loc.stored_len:
+            raise CorruptObjectError(
+                f"pack {loc.pack_id.hex()[:16]} is truncated (chunk at offset {loc.offset})"
+            )
+        return data
+
+    def decode_verified(self, chunk_id: bytes, loc: ChunkLoc, stored: bytes) -> bytes:
+        """Decompress stored bytes and check them against the chunk id."""
+        if not stored or stored[0] != loc.codec:
+            raise CorruptObjectError(
+                f"chunk {chunk_id.hex()[:16]} in pack {loc.pack_id.hex()[:16]} has a bad codec tag"
+            )
+        raw = decompress_chunk(stored[0], memoryview(stored)[1:], loc.raw_len)
+        if blake3(raw).digest() != chunk_id:
+            raise CorruptObjectError(
+                f"chunk {chunk_id.hex()[:16]} in pack {loc.pack_id.hex()[:16]} does not match "
+                "its hash: the pack is damaged (run `ms verify`)"
+            )
+        return raw
+
+    def read_chunk(self, chunk_id: bytes) -> bytes:
+        """Read one chunk, verified."""
+        with self.db.read() as txn:
+            loc = self.locate(txn, chunk_id)
+        if loc is None:
+            raise ObjectNotFoundError(f"chunk {chunk_id.hex()[:16]} is not in the repository")
+        return self.decode_verified(chunk_id, loc, self.read_stored(loc))
+
+    def _read_batch(self, ids: list[bytes]) -> list[bytes]:
+        with self.db.read() as txn:
+            locs = [self.locate(txn, c) for c in ids]
+        out = []
+        for cid, loc in zip(ids, locs):
+            if loc is None:
+                raise ObjectNotFoundError(
+                    f"chunk {cid.hex()[:16]} is not in the repository (run `ms verify`)"
+                )
+            out.append(self.decode_verified(cid, loc, self.read_stored(loc)))
+        return out
+
+    def iter_chunks(self, chunk_ids: Iterable[bytes]) -> Iterator[bytes]:
+        """Yield the raw bytes of chunks in order, decoded in parallel, verified.
+
+        At most a few batches are in flight, so memory stays bounded for any file size.
+        """
+        pending: deque[Future[list[bytes]]] = deque()
+        batch: list[bytes] = []
+        for cid in chunk_ids:
+            batch.append(cid)
+            if len(batch) >= READ_BATCH:
+                pending.append(self.pool.submit(self._read_batch, batch))
+                batch = []
+                if len(pending) > self.threads:
+                    yield from pending.popleft().result()
+        if batch:
+            pending.append(self.pool.submit(self._read_batch, batch))
+        while pending:
+            yield from pending.popleft().result()
+
+    # -- writing ----------------------------------------------------------------------------
+    def sink(self) -> ChunkSink:
+        """Start collecting new chunks for one logical operation."""
+        self.tmp_dir.mkdir(exist_ok=True)
+        return ChunkSink(self)
+
+    def _process_block(
+        self, view: memoryview, ends: list[int], pending: set[bytes]
+    ) -> list[tuple[bytes, int, int, bytes | memoryview | None]]:
+        out: list[tuple[bytes, int, int, bytes | memoryview | None]] = []
+        start = 0
+        with self.db.read() as txn:
+            for end in ends:
+                piece = view[start:end]
+                cid = blake3(piece).digest()
+                if cid in pending or txn.has("chunks", cid):
+                    out.append((cid, end - start, -1, None))
+                else:
+                    codec, payload = compress_chunk(piece)
+                    out.append((cid, end - start, codec, payload))
+                start = end
+        return out
+
+    def ingest(
+        self, stream: BinaryIO, sink: ChunkSink, progress: ProgressFn | None = None
+    ) -> FileManifest:
+        """Chunk, hash, dedup and store a stream; return its manifest."""
+        chunker = Chunker(self.params)
+        file_hash = blake3()
+        ids = bytearray()
+        lens = array("I")
+        cap = BLOCK + self.params.max_size
+        bufs = [bytearray(cap) for _ in range(N_BUFFERS)]
+        inflight: deque[tuple[Future[list[tuple[bytes, int, int, bytes | memoryview | None]]], Future[None]]] = deque()
+        hasher_pool = ThreadPoolExecutor(1, thread_name_prefix="ms-filehash")
+        pool = self.pool
+        size = 0
+
+        def consume() -> None:
+            fut, hfut = inflight.popleft()
+            for cid, length, codec, payload in fut.result():
+                ids.extend(cid)
+                lens.append(length)
+                if payload is not None:
+                    sink.add(cid, codec, payload, length)
+            hfut.result()
+
+        try:
+            tail = 0
+            prev: memoryview | None = None
+            prev_end = 0
+            block_no = 0
+            eof = False
+            while not eof:
+                while len(inflight) >= N_BUFFERS - 1:
+                    consume()
+                mv = memoryview(bufs[block_no % N_BUFFERS])
+                block_no += 1
+                if tail and prev is not None:
+                    mv[:tail] = prev[prev_end - tail : prev_end]
+                n = 0
+                want = cap - tail
+                while n < want:
+                    got = stream.readinto(mv[tail + n : cap])
+                    if not got:
+                        eof = True
+                        break
+                    n += got
+                new = mv[tail : tail + n]
+                ends = [tail + c for c in chunker.feed(new)]
+                if eof:
+                    last = chunker.finish()
+                    if last:
+                        ends.append(tail + n)
+                size += n
+                hfut = hasher_pool.submit(file_hash.update, new)
+                fut = pool.submit(self._process_block, mv, ends, sink.pending)
+                inflight.append((fut, hfut))
+                prev, prev_end = mv, tail + n
+                tail = prev_end - (ends[-1] if ends else 0)
+                if progress is not None and n:
+                    progress(n)
+            while inflight:
+                consume()
+        except OSError as exc:
+            raise StorageError(f"read error: {exc}") from None
+        finally:
+            for fut, hfut in inflight:
+                fut.cancel()
+                hfut.cancel()
+            hasher_pool.shutdown(wait=True)
+        return FileManifest(size, file_hash.digest(), bytes(ids), lens.tobytes())
+
+    # -- accounting -------------------------------------------------------------------------
+    def stats(self) -> StoreStats:
+        """Count chunks and bytes (walks the chunk index)."""
+        raw = stored = 0
+        with self.db.read() as txn:
+            chunks = txn.items("chunks")
+            packs = txn.items("packs")
+        for _, v in chunks:
+            loc = _decode_loc(v)
+            raw += loc.raw_len
+            stored += loc.stored_len
+        pack_bytes = sum(PACK_REC.unpack(v)[1] for _, v in packs)
+        return StoreStats(len(chunks), len(packs), raw, stored, pack_bytes)

@@ -1,0 +1,297 @@
+"""Layer 1: the object model: file manifests, trees and commits, canonically encoded.
+
+Every object is a positional msgpack array whose first element is the object's own version,
+so a field can be added in a later version without a repository-wide bump. ``decode`` checks
+types, sizes and path rules (it is fed untrusted bytes from repositories and remotes) and
+raises only ``FormatError``. An object's id is BLAKE3 in derive-key mode over its encoding,
+with one context per kind (see ``ids.KIND_CONTEXTS``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import unicodedata
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelstore import codec
+from modelstore.errors import CorruptObjectError, FormatError
+from modelstore.ids import ID_LEN, ChunkId, ObjectId, object_id
+
+__all__ = [
+    "KIND_BYTES",
+    "KIND_COMMIT",
+    "KIND_MANIFEST",
+    "KIND_TREE",
+    "MODE_EXEC",
+    "MODE_FILE",
+    "Commit",
+    "FileManifest",
+    "Tree",
+    "TreeEntry",
+    "check_name",
+    "decode_object",
+    "encode_object",
+]
+
+KIND_MANIFEST = 1
+KIND_TREE = 2
+KIND_COMMIT = 3
+KIND_BYTES = {KIND_MANIFEST: "manifest", KIND_TREE: "tree", KIND_COMMIT: "commit"}
+
+ENTRY_FILE = 1
+ENTRY_TREE = 2
+MODE_FILE = 0o644
+MODE_EXEC = 0o755
+_MODES = (MODE_FILE, MODE_EXEC, 0o040000)
+
+#: the largest count of chunks one manifest may list (16 TiB at the 64 KiB average).
+MAX_CHUNKS = 1 << 28
+MAX_NAME = 255
+MAX_ENTRIES = 1 << 20
+
+
+def _bad(what: str) -> FormatError:
+    return FormatError(f"malformed object: {what}")
+
+
+def check_name(name: str) -> str:
+    """Validate one path component as stored in a tree; return it unchanged.
+
+    Refuses what could escape or confuse a working tree: empty names, ``.``, ``..``, ``.ms``
+    (any case), slashes, backslashes, NUL and other control characters, over-long names.
+    """
+    if not name or name in (".", "..") or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME:
+        raise _bad(f"bad path component {name!r}")
+    if name.casefold() == ".ms" or "/" in name or "\\" in name:
+        raise _bad(f"bad path component {name!r}")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise _bad(f"path component {name!r} has a control character")
+    return name
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise _bad(what)
+
+
+def _is_id(v: Any) -> bool:
+    return isinstance(v, bytes) and len(v) == ID_LEN
+
+
+@dataclass(frozen=True)
+class FileManifest:
+    """The content of one file: its size, its BLAKE3, and its chunks in order.
+
+    Chunk ids and lengths are packed into two bin fields (32 and 4 bytes per chunk) rather than
+    an array of pairs: a 20 GB file has ~300k chunks and this keeps the manifest compact and
+    fast to decode.
+    """
+
+    size: int
+    content_hash: bytes
+    chunk_ids: bytes
+    chunk_lens: bytes
+    VERSION = 1
+
+    @property
+    def chunk_count(self) -> int:
+        """Number of chunks."""
+        return len(self.chunk_ids) // ID_LEN
+
+    def lengths(self) -> array[int]:
+        """The chunk lengths as an array of unsigned 32-bit ints."""
+        a = array("I")
+        a.frombytes(self.chunk_lens)
+        if a.itemsize != 4:  # pragma: no cover - every platform we run on has 4-byte "I"
+            raise FormatError("platform without 32-bit unsigned array items")
+        return a
+
+    def chunks(self) -> Iterator[tuple[ChunkId, int]]:
+        """Yield ``(chunk_id, length)`` pairs in file order."""
+        ids = self.chunk_ids
+        for i, n in enumerate(self.lengths()):
+            yield ChunkId(ids[i * ID_LEN : (i + 1) * ID_LEN]), n
+
+    def offsets(self) -> list[int]:
+        """Start offset of every chunk, plus the file size at the end."""
+        return [0, *itertools.accumulate(self.lengths())]
+
+    def encode(self) -> bytes:
+        """Canonical encoding."""
+        return codec.encode(
+            [self.VERSION, self.size, self.content_hash, self.chunk_ids, self.chunk_lens]
+        )
+
+    @property
+    def id(self) -> ObjectId:
+        """The manifest id."""
+        return object_id("manifest", self.encode())
+
+    @classmethod
+    def from_value(cls, v: Any) -> FileManifest:
+        """Build from a decoded msgpack value, validating it."""
+        _need(isinstance(v, list) and len(v) >= 5, "manifest is not a 5-array")
+        _need(v[0] == cls.VERSION, f"manifest version {v[0]!r} unsupported")
+        size, h, ids, lens = v[1], v[2], v[3], v[4]
+        _need(isinstance(size, int) and not isinstance(size, bool) and size >= 0, "size")
+        _need(_is_id(h), "content hash")
+        _need(isinstance(ids, bytes) and isinstance(lens, bytes), "chunk lists")
+        n = len(ids) // ID_LEN
+        _need(len(ids) == n * ID_LEN and len(lens) == 4 * n, "chunk list lengths disagree")
+        _need(n <= MAX_CHUNKS, "too many chunks")
+        m = cls(size, h, ids, lens)
+        _need(sum(m.lengths()) == size, "chunk lengths do not add up to the file size")
+        return m
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One name in a tree: a file (manifest id) or a subdirectory (tree id)."""
+
+    name: str
+    is_dir: bool
+    mode: int
+    size: int
+    id: ObjectId
+
+    def to_value(self) -> list[Any]:
+        """The positional array stored for this entry."""
+        kind = ENTRY_TREE if self.is_dir else ENTRY_FILE
+        return [self.name, kind, self.mode, self.size, self.id]
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A directory: entries sorted by the UTF-8 bytes of their names, names unique."""
+
+    entries: tuple[TreeEntry, ...] = field(default_factory=tuple)
+    VERSION = 1
+
+    def encode(self) -> bytes:
+        """Canonical encoding (entries sorted by name)."""
+        ents = sorted(self.entries, key=lambda e: e.name.encode("utf-8"))
+        return codec.encode([self.VERSION, [e.to_value() for e in ents]])
+
+    @property
+    def id(self) -> ObjectId:
+        """The tree id."""
+        return object_id("tree", self.encode())
+
+    def get(self, name: str) -> TreeEntry | None:
+        """Return the entry called ``name``, if any."""
+        for e in self.entries:
+            if e.name == name:
+                return e
+        return None
+
+    @classmethod
+    def from_value(cls, v: Any) -> Tree:
+        """Build from a decoded msgpack value, validating names, order and uniqueness."""
+        _need(isinstance(v, list) and len(v) >= 2, "tree is not an array")
+        _need(v[0] == cls.VERSION, f"tree version {v[0]!r} unsupported")
+        raw = v[1]
+        _need(isinstance(raw, list) and len(raw) <= MAX_ENTRIES, "tree entries")
+        out: list[TreeEntry] = []
+        prev = b""
+        for item in raw:
+            _need(isinstance(item, list) and len(item) >= 5, "tree entry is not a 5-array")
+            name, kind, mode, size, oid = item[:5]
+            _need(isinstance(name, str), "entry name")
+            check_name(name)
+            key = name.encode("utf-8", "surrogatepass")
+            _need(key > prev, f"tree entries not sorted or duplicated at {name!r}")
+            prev = key
+            _need(kind in (ENTRY_FILE, ENTRY_TREE), f"entry kind {kind!r}")
+            _need(mode in _MODES, f"entry mode {mode!r}")
+            _need(isinstance(size, int) and not isinstance(size, bool) and size >= 0, "size")
+            _need(_is_id(oid), "entry id")
+            out.append(TreeEntry(name, kind == ENTRY_TREE, mode, size, ObjectId(oid)))
+        return cls(tuple(out))
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A snapshot: a root tree, its parents, who and when, a message, and extra metadata.
+
+    ``extra`` is a canonical map (str keys) kept for lineage and provenance fields; it is part
+    of the hash, so it cannot be rewritten silently.
+    """
+
+    tree_id: ObjectId
+    parents: tuple[ObjectId, ...]
+    author: str
+    time: int
+    tz_offset: int
+    message: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    VERSION = 1
+
+    def encode(self) -> bytes:
+        """Canonical encoding."""
+        return codec.encode(
+            [
+                self.VERSION,
+                self.tree_id,
+                list(self.parents),
+                self.author,
+                self.time,
+                self.tz_offset,
+                self.message,
+                self.extra,
+            ]
+        )
+
+    @property
+    def id(self) -> ObjectId:
+        """The commit id."""
+        return object_id("commit", self.encode())
+
+    @classmethod
+    def from_value(cls, v: Any) -> Commit:
+        """Build from a decoded msgpack value, validating it."""
+        _need(isinstance(v, list) and len(v) >= 8, "commit is not an 8-array")
+        _need(v[0] == cls.VERSION, f"commit version {v[0]!r} unsupported")
+        _need(_is_id(v[1]), "commit tree id")
+        _need(isinstance(v[2], list) and all(_is_id(p) for p in v[2]), "commit parents")
+        _need(len(v[2]) <= 64, "too many parents")
+        _need(isinstance(v[3], str), "author")
+        _need(isinstance(v[4], int) and isinstance(v[5], int), "time")
+        _need(isinstance(v[6], str), "message")
+        _need(isinstance(v[7], dict), "extra")
+        parents = tuple(ObjectId(p) for p in v[2])
+        return cls(ObjectId(v[1]), parents, v[3], v[4], v[5], v[6], v[7])
+
+
+Obj = FileManifest | Tree | Commit
+_CLASSES: dict[int, type[FileManifest] | type[Tree] | type[Commit]] = {
+    KIND_MANIFEST: FileManifest,
+    KIND_TREE: Tree,
+    KIND_COMMIT: Commit,
+}
+_KIND_OF: dict[type, int] = {FileManifest: KIND_MANIFEST, Tree: KIND_TREE, Commit: KIND_COMMIT}
+
+
+def encode_object(obj: Obj) -> tuple[ObjectId, bytes]:
+    """Return ``(id, stored bytes)``; stored bytes are a kind byte then the encoding."""
+    enc = obj.encode()
+    kind = _KIND_OF[type(obj)]
+    return object_id(KIND_BYTES[kind], enc), bytes([kind]) + enc
+
+
+def decode_object(stored: bytes, expect_id: bytes | None = None) -> Obj:
+    """Decode stored bytes (kind byte + encoding); verify the id when ``expect_id`` is given."""
+    if not stored:
+        raise FormatError("malformed object: empty")
+    kind = stored[0]
+    cls = _CLASSES.get(kind)
+    if cls is None:
+        raise FormatError(f"malformed object: unknown kind {kind}")
+    body = stored[1:]
+    if expect_id is not None and object_id(KIND_BYTES[kind], body) != expect_id:
+        raise CorruptObjectError(
+            f"object {expect_id.hex()[:16]} does not match its id: the metadata is damaged"
+        )
+    return cls.from_value(codec.decode(body))

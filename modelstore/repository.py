@@ -1,0 +1,1047 @@
+"""Layer 4: the repository: the composition root over packs, the metadata DB, refs and a working tree.
+
+A repository is a working tree with a ``.ms`` directory in it::
+
+    .ms/FORMAT      format version, read before anything else
+    .ms/meta/       the LMDB environment (config, objects, chunk index, refs, staging index)
+    .ms/packs/xx/   pack files
+    .ms/tmp/        packs being written (leftovers are removed on the next write)
+    .ms/lock        the writer lock
+
+Writers (add, rm, restore, commit, checkout) hold the lock; readers never take it.
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import io
+import os
+import socket
+import stat as statmod
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from blake3 import blake3
+
+from modelstore import codec, refs
+from modelstore.chunker import ChunkerParams
+from modelstore.chunkstore import ChunkStore, StoreStats
+from modelstore.config import FORMAT_FILE_TEXT, RepoConfig, parse_format_file
+from modelstore.errors import (
+    BadArgumentError,
+    CorruptObjectError,
+    FormatError,
+    MsError,
+    NotARepositoryError,
+    NothingToCommitError,
+    ObjectNotFoundError,
+    PathError,
+    RefNotFoundError,
+    RepositoryExistsError,
+    StorageError,
+    UncommittedChangesError,
+)
+from modelstore.ids import ID_LEN, ObjectId
+from modelstore.lock import RepoLock
+from modelstore.metadb import MetaDB, Txn, open_metadb
+from modelstore.objects import (
+    MODE_EXEC,
+    MODE_FILE,
+    Commit,
+    FileManifest,
+    Tree,
+    TreeEntry,
+    check_name,
+    decode_object,
+    encode_object,
+)
+
+__all__ = [
+    "MS_DIR",
+    "ChunkedFile",
+    "IndexEntry",
+    "Repository",
+    "Status",
+]
+
+MS_DIR = ".ms"
+IGNORE_FILE = ".msignore"
+#: a file modified this close to when it was staged may have changed unseen (git's "racy
+#: clean"): status re-reads it instead of trusting the stat cache.
+RACY_NS = 50_000_000
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """A staged file: its manifest and the stat data that let status skip re-reading it."""
+
+    manifest_id: ObjectId
+    size: int
+    mode: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    recorded_ns: int
+
+    def encode(self) -> bytes:
+        """Stored form: a versioned positional array."""
+        return codec.encode(
+            [1, self.manifest_id, self.size, self.mode, self.mtime_ns, self.ctime_ns,
+             self.ino, self.recorded_ns]
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> IndexEntry:
+        """Parse a stored entry."""
+        v = codec.decode(raw)
+        if not (isinstance(v, list) and len(v) >= 8 and v[0] == 1):
+            raise FormatError("malformed staging index entry")
+        return cls(ObjectId(v[1]), v[2], v[3], v[4], v[5], v[6], v[7])
+
+    def matches(self, st: os.stat_result) -> bool:
+        """Whether the file looks unchanged since it was staged (the stat cache)."""
+        return (
+            st.st_size == self.size
+            and st.st_mtime_ns == self.mtime_ns
+            and st.st_ctime_ns == self.ctime_ns
+            and st.st_ino == self.ino
+            and _mode_of(st) == self.mode
+            and st.st_mtime_ns + RACY_NS < self.recorded_ns
+        )
+
+
+@dataclass
+class Status:
+    """What differs between HEAD, the staging index and the working tree."""
+
+    branch: str | None
+    head: ObjectId | None
+    staged: list[tuple[str, str]] = field(default_factory=list)  # (added|modified|deleted, path)
+    modified: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    untracked: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """No staged, unstaged or untracked changes."""
+        return not (self.staged or self.modified or self.deleted or self.untracked)
+
+
+def _mode_of(st: os.stat_result) -> int:
+    return MODE_EXEC if st.st_mode & 0o111 else MODE_FILE
+
+
+def _author() -> str:
+    name = os.environ.get("MS_AUTHOR") or getpass.getuser()
+    return f"{name}@{socket.gethostname()}" if "@" not in name else name
+
+
+class Repository:
+    """A modelstore repository (open with ``Repository.open`` or create with ``init``)."""
+
+    def __init__(self, workdir: Path, *, threads: int | None = None) -> None:
+        self.workdir = workdir
+        self.ms_dir = workdir / MS_DIR
+        fmt = self.ms_dir / "FORMAT"
+        try:
+            parse_format_file(fmt.read_text())
+        except FileNotFoundError:
+            raise NotARepositoryError(
+                f"{workdir} is not a modelstore repository (no .ms/FORMAT; run `ms init`)"
+            ) from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {fmt}: {exc}") from None
+        self.db: MetaDB = open_metadb(self.ms_dir / "meta")
+        with self.db.read() as txn:
+            raw = txn.get("meta", b"config")
+        if raw is None:
+            raise NotARepositoryError(f"{workdir}/.ms has no config: the repository is damaged")
+        self.config = RepoConfig.decode(raw)
+        self.store = ChunkStore(
+            self.ms_dir, self.db, self.config.chunker, self.config.pack_size, threads
+        )
+        self.lock = RepoLock(self.ms_dir / "lock")
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str] = ".",
+        *,
+        chunker: ChunkerParams | None = None,
+        pack_size: int | None = None,
+        threads: int | None = None,
+    ) -> Repository:
+        """Create a repository in ``path`` (its working tree) and return it open."""
+        workdir = Path(path).absolute()
+        ms = workdir / MS_DIR
+        if (ms / "FORMAT").exists():
+            raise RepositoryExistsError(f"a repository already exists at {workdir}")
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            for sub in ("", "meta", "packs", "tmp"):
+                (ms / sub).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {ms}: {exc}") from None
+        cfg = RepoConfig(chunker=chunker or ChunkerParams())
+        if pack_size is not None:
+            cfg.pack_size = pack_size
+        db = open_metadb(ms / "meta")
+
+        def setup(txn: Txn) -> None:
+            txn.put("meta", b"config", cfg.encode())
+            refs.set_symbolic(txn, refs.HEAD, refs.branch_ref(refs.DEFAULT_BRANCH))
+
+        db.write(setup)
+        # FORMAT last: a half-made repository is not mistaken for a real one
+        tmp = ms / "FORMAT.tmp"
+        tmp.write_text(FORMAT_FILE_TEXT)
+        os.replace(tmp, ms / "FORMAT")
+        return cls(workdir, threads=threads)
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str] = ".", *, search_parents: bool = True,
+        threads: int | None = None,
+    ) -> Repository:
+        """Open the repository at ``path`` or, by default, the nearest one above it."""
+        start = Path(path).absolute()
+        if not start.exists():
+            raise NotARepositoryError(f"{start} does not exist")
+        cur = start
+        while True:
+            if (cur / MS_DIR).is_dir():
+                return cls(cur, threads=threads)
+            if not search_parents or cur.parent == cur:
+                raise NotARepositoryError(
+                    f"not a modelstore repository: {start} (or any parent); run `ms init`"
+                )
+            cur = cur.parent
+
+    def close(self) -> None:
+        """Release threads and files (the LMDB environment stays for this process)."""
+        self.store.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- objects ----------------------------------------------------------------------------
+    def _get(self, txn: Txn, oid: bytes) -> Any:
+        raw = txn.get("objects", oid)
+        if raw is None:
+            raise ObjectNotFoundError(f"object {oid.hex()[:16]} is not in the repository")
+        return decode_object(raw, expect_id=oid)
+
+    def get_commit(self, oid: bytes, txn: Txn | None = None) -> Commit:
+        """Load a commit."""
+        obj = self._with_txn(txn, lambda t: self._get(t, oid))
+        if not isinstance(obj, Commit):
+            raise BadArgumentError(f"{oid.hex()[:16]} is not a commit")
+        return obj
+
+    def get_tree(self, oid: bytes, txn: Txn | None = None) -> Tree:
+        """Load a tree."""
+        obj = self._with_txn(txn, lambda t: self._get(t, oid))
+        if not isinstance(obj, Tree):
+            raise FormatError(f"{oid.hex()[:16]} is not a tree")
+        return obj
+
+    def get_manifest(self, oid: bytes, txn: Txn | None = None) -> FileManifest:
+        """Load a file manifest."""
+        obj = self._with_txn(txn, lambda t: self._get(t, oid))
+        if not isinstance(obj, FileManifest):
+            raise FormatError(f"{oid.hex()[:16]} is not a file manifest")
+        return obj
+
+    def _with_txn(self, txn: Txn | None, fn: Callable[[Txn], Any]) -> Any:
+        if txn is not None:
+            return fn(txn)
+        with self.db.read() as t:
+            return fn(t)
+
+    @staticmethod
+    def _put(txn: Txn, obj: FileManifest | Tree | Commit) -> ObjectId:
+        oid, stored = encode_object(obj)
+        txn.put("objects", oid, stored, overwrite=False)
+        return oid
+
+    # -- refs and revisions -----------------------------------------------------------------
+    def head(self, txn: Txn | None = None) -> tuple[str | None, ObjectId | None]:
+        """Return ``(branch name or None if detached, commit id or None if unborn)``."""
+
+        def fn(t: Txn) -> tuple[str | None, ObjectId | None]:
+            target, oid = refs.read_ref(t, refs.HEAD)
+            if target is None:
+                return None, oid
+            final, oid = refs.resolve_ref(t, refs.HEAD)
+            return final.removeprefix("refs/heads/"), oid
+
+        result: tuple[str | None, ObjectId | None] = self._with_txn(txn, fn)
+        return result
+
+    def resolve(self, rev: str, txn: Txn | None = None) -> ObjectId:
+        """Resolve a revision (``HEAD``, ``HEAD~2``, ``main^``, an id or prefix) to a commit id."""
+        result: ObjectId = self._with_txn(txn, lambda t: self._resolve(t, rev))
+        return result
+
+    def _resolve(self, txn: Txn, rev: str) -> ObjectId:
+        rev = rev.strip()
+        if not rev:
+            raise BadArgumentError("empty revision")
+        i = len(rev)
+        while i > 0 and (rev[i - 1].isdigit() or rev[i - 1] in "~^"):
+            i -= 1
+        # the base may itself end in digits (a hex prefix); back off to the first ~ or ^
+        j = min((k for k in (rev.find("~"), rev.find("^")) if k >= 0), default=len(rev))
+        base, suffix = rev[:j], rev[j:]
+        del i
+        oid = self._resolve_base(txn, base, rev)
+        pos = 0
+        while pos < len(suffix):
+            op = suffix[pos]
+            pos += 1
+            num_start = pos
+            while pos < len(suffix) and suffix[pos].isdigit():
+                pos += 1
+            n = int(suffix[num_start:pos]) if pos > num_start else 1
+            if op == "~":
+                for _ in range(n):
+                    oid = self._parent(txn, oid, 1, rev)
+            elif op == "^":
+                if n == 0:
+                    continue
+                oid = self._parent(txn, oid, n, rev)
+            else:  # pragma: no cover - the loop above only lets ~ and ^ through
+                raise BadArgumentError(f"bad revision {rev!r}")
+        return oid
+
+    def _parent(self, txn: Txn, oid: ObjectId, n: int, rev: str) -> ObjectId:
+        c = self.get_commit(oid, txn)
+        if len(c.parents) < n:
+            raise RefNotFoundError(f"revision {rev!r} goes past the start of history")
+        return c.parents[n - 1]
+
+    def _resolve_base(self, txn: Txn, base: str, rev: str) -> ObjectId:
+        if base in ("HEAD", "@"):
+            _, oid = refs.resolve_ref(txn, refs.HEAD)
+            if oid is None:
+                raise RefNotFoundError("HEAD has no commits yet (make one with `ms commit`)")
+            return oid
+        candidates = [base] if base.startswith("refs/") else [
+            f"refs/heads/{base}", f"refs/tags/{base}"
+        ]
+        for name in candidates:
+            if txn.get("refs", name.encode()) is not None:
+                _, oid = refs.resolve_ref(txn, name)
+                if oid is not None:
+                    return oid
+        if 4 <= len(base) <= 64 and all(c in "0123456789abcdef" for c in base.lower()):
+            return self._resolve_prefix(txn, base.lower(), rev)
+        raise RefNotFoundError(f"unknown revision {rev!r}")
+
+    def _resolve_prefix(self, txn: Txn, hexpre: str, rev: str) -> ObjectId:
+        even = hexpre[: len(hexpre) // 2 * 2]
+        found: list[bytes] = []
+        for k, v in txn.items("objects", bytes.fromhex(even)):
+            if k.hex().startswith(hexpre) and v[:1] == b"\x03":
+                found.append(k)
+                if len(found) > 1:
+                    raise BadArgumentError(f"revision {rev!r} is ambiguous; give more digits")
+        if not found:
+            raise RefNotFoundError(f"unknown revision {rev!r}")
+        return ObjectId(found[0])
+
+    # -- trees ------------------------------------------------------------------------------
+    def walk_tree(self, tree_id: bytes, txn: Txn | None = None, prefix: str = "") -> dict[str, TreeEntry]:
+        """All files under a tree, by slash-separated path."""
+
+        def fn(t: Txn) -> dict[str, TreeEntry]:
+            out: dict[str, TreeEntry] = {}
+            stack = [(prefix, tree_id, 0)]
+            while stack:
+                pre, tid, depth = stack.pop()
+                if depth > 256:
+                    raise FormatError("trees nest too deeply")
+                for e in self.get_tree(tid, t).entries:
+                    p = f"{pre}{e.name}"
+                    if e.is_dir:
+                        stack.append((p + "/", e.id, depth + 1))
+                    else:
+                        out[p] = e
+            return out
+
+        result: dict[str, TreeEntry] = self._with_txn(txn, fn)
+        return result
+
+    def commit_files(self, commit_id: bytes | None, txn: Txn | None = None) -> dict[str, TreeEntry]:
+        """All files of a commit (empty for None)."""
+        if commit_id is None:
+            return {}
+        return self.walk_tree(self.get_commit(commit_id, txn).tree_id, txn)
+
+    def lookup(self, commit_id: bytes, path: str, txn: Txn | None = None) -> TreeEntry | None:
+        """The entry at ``path`` in a commit (a file or directory), or None."""
+        parts = _split_path(path)
+        tree_id = self.get_commit(commit_id, txn).tree_id
+        if not parts:
+            return TreeEntry("", True, 0o040000, 0, tree_id)
+        entry: TreeEntry | None = None
+        for i, name in enumerate(parts):
+            tree = self.get_tree(tree_id, txn)
+            entry = tree.get(name)
+            if entry is None:
+                return None
+            if not entry.is_dir and i < len(parts) - 1:
+                return None
+            tree_id = entry.id
+        return entry
+
+    # -- working tree paths -----------------------------------------------------------------
+    def relpath(self, path: str | os.PathLike[str]) -> str:
+        """Turn a user path (relative to cwd, or absolute) into a repository path."""
+        p = Path(os.path.abspath(path))
+        try:
+            rel = p.relative_to(self.workdir)
+        except ValueError:
+            raise PathError(f"{path} is outside the repository at {self.workdir}") from None
+        parts = rel.parts
+        if parts and parts[0] == MS_DIR:
+            raise PathError(f"{path} is inside the .ms directory")
+        return "/".join(parts)
+
+    def _abs(self, rel: str) -> Path:
+        return self.workdir.joinpath(*rel.split("/")) if rel else self.workdir
+
+    def _ignore(self) -> Callable[[str], bool]:
+        try:
+            text = (self.workdir / IGNORE_FILE).read_text()
+        except OSError:
+            return lambda _p: False
+        import pathspec
+
+        spec = pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+        return lambda p: bool(spec.match_file(p))
+
+    def _walk(self, rel: str, ignored: Callable[[str], bool]) -> Iterator[tuple[str, os.stat_result]]:
+        """Regular files under ``rel`` (repository paths), skipping .ms and ignored paths."""
+        stack = [rel]
+        while stack:
+            d = stack.pop()
+            try:
+                it = os.scandir(self._abs(d))
+            except FileNotFoundError:
+                continue
+            with it:
+                for de in it:
+                    p = f"{d}/{de.name}" if d else de.name
+                    if de.name == MS_DIR:
+                        continue
+                    if de.is_dir(follow_symlinks=False):
+                        if not ignored(p + "/"):
+                            stack.append(p)
+                    elif de.is_file(follow_symlinks=False) and not ignored(p):
+                        yield p, de.stat(follow_symlinks=False)
+
+    # -- staging ----------------------------------------------------------------------------
+    def _index(self, txn: Txn) -> dict[str, IndexEntry]:
+        return {k.decode(): IndexEntry.decode(v) for k, v in txn.items("index")}
+
+    def add(
+        self, paths: Iterable[str | os.PathLike[str]], progress: ProgressFn | None = None
+    ) -> dict[str, Any]:
+        """Stage files and folders (honouring .msignore); return what happened.
+
+        A file whose stat data matches its staged entry is not read again. New chunks go to
+        packs first; the manifests and staging entries are committed in one transaction after.
+        """
+        ignored = self._ignore()
+        todo: list[tuple[str, os.stat_result]] = []
+        seen: set[str] = set()
+        for p in paths:
+            rel = self.relpath(p)
+            full = self._abs(rel)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                raise PathError(f"{p}: no such file or directory") from None
+            if statmod.S_ISDIR(st.st_mode):
+                for sub, sst in self._walk(rel, ignored):
+                    if sub not in seen:
+                        seen.add(sub)
+                        todo.append((sub, sst))
+            elif statmod.S_ISREG(st.st_mode):
+                if rel not in seen:
+                    seen.add(rel)
+                    todo.append((rel, st))
+            else:
+                raise PathError(f"{p}: not a regular file or folder (symlinks are not tracked)")
+        result: dict[str, Any] = {"added": [], "unchanged": [], "bytes_read": 0, "new_bytes": 0}
+        with self.lock:
+            self._clean_tmp()
+            with self.db.read() as txn:
+                index = {r: IndexEntry.decode(v) for r, _ in todo
+                         if (v := txn.get("index", r.encode())) is not None}
+            staged: list[tuple[str, IndexEntry, FileManifest]] = []
+            sink = self.store.sink()
+            try:
+                for rel, st in todo:
+                    old = index.get(rel)
+                    if old is not None and old.matches(st):
+                        result["unchanged"].append(rel)
+                        continue
+                    entry, manifest = self._ingest_file(rel, sink, progress)
+                    staged.append((rel, entry, manifest))
+                    result["added"].append(rel)
+                    result["bytes_read"] += manifest.size
+                sink.close()
+            except BaseException:
+                sink.abort()
+                raise
+            result["new_bytes"] = sink.new_bytes
+
+            def commit_index(txn: Txn) -> None:
+                for rel, entry, manifest in staged:
+                    self._put(txn, manifest)
+                    txn.put("index", rel.encode(), entry.encode())
+
+            if staged:
+                self.db.write(commit_index)
+        return result
+
+    def _ingest_file(
+        self, rel: str, sink: Any, progress: ProgressFn | None
+    ) -> tuple[IndexEntry, FileManifest]:
+        full = self._abs(rel)
+        recorded = time.time_ns()
+        try:
+            with open(full, "rb", buffering=0) as f:
+                st = os.fstat(f.fileno())
+                manifest = self.store.ingest(f, sink, progress)  # type: ignore[arg-type]
+                st2 = os.fstat(f.fileno())
+        except FileNotFoundError:
+            raise PathError(f"{rel}: vanished while being added") from None
+        except IsADirectoryError:
+            raise PathError(f"{rel}: is a directory") from None
+        except PermissionError:
+            raise PathError(f"{rel}: permission denied") from None
+        if (st.st_size, st.st_mtime_ns) != (st2.st_size, st2.st_mtime_ns) or (
+            manifest.size != st.st_size
+        ):
+            raise PathError(f"{rel}: changed while being added; add it again")
+        entry = IndexEntry(
+            manifest.id, st.st_size, _mode_of(st), st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+            recorded,
+        )
+        return entry, manifest
+
+    def _clean_tmp(self) -> None:
+        # Leftovers of a crashed writer: we hold the lock, so no one else is writing there.
+        tmp = self.ms_dir / "tmp"
+        tmp.mkdir(exist_ok=True)
+        for p in tmp.iterdir():
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+    def rm(self, paths: Iterable[str], *, cached: bool = False) -> list[str]:
+        """Unstage paths (and delete them from the working tree unless ``cached``)."""
+        rels = [self.relpath(p) for p in paths]
+        removed: list[str] = []
+        with self.lock:
+
+            def fn(txn: Txn) -> None:
+                index = self._index(txn)
+                for rel in rels:
+                    hits = [p for p in index if p == rel or p.startswith(rel + "/") or not rel]
+                    if not hits:
+                        raise PathError(f"{rel or '.'}: not tracked")
+                    for p in hits:
+                        txn.delete("index", p.encode())
+                        removed.append(p)
+
+            self.db.write(fn)
+            if not cached:
+                for p in removed:
+                    with contextlib.suppress(FileNotFoundError):
+                        self._abs(p).unlink()
+        return removed
+
+    # -- status -----------------------------------------------------------------------------
+    def status(self) -> Status:
+        """Compare HEAD, the staging index and the working tree (stat cache first)."""
+        with self.db.read() as txn:
+            branch, head = self.head(txn)
+            index = self._index(txn)
+            head_files = self.commit_files(head, txn)
+            st = Status(branch, head)
+            for p in sorted(set(index) | set(head_files)):
+                ie, he = index.get(p), head_files.get(p)
+                if ie is None:
+                    st.staged.append(("deleted", p))
+                elif he is None:
+                    st.staged.append(("added", p))
+                elif he.id != ie.manifest_id or he.mode != ie.mode:
+                    st.staged.append(("modified", p))
+            need_hash: list[tuple[str, IndexEntry]] = []
+            for p, ie in sorted(index.items()):
+                try:
+                    fst = os.lstat(self._abs(p))
+                except (FileNotFoundError, NotADirectoryError):
+                    st.deleted.append(p)
+                    continue
+                if not statmod.S_ISREG(fst.st_mode):
+                    st.modified.append(p)
+                elif fst.st_size != ie.size or _mode_of(fst) != ie.mode:
+                    st.modified.append(p)
+                elif not ie.matches(fst):
+                    need_hash.append((p, ie))
+            for p, ie in need_hash:
+                m = self.get_manifest(ie.manifest_id, txn)
+                if _hash_file(self._abs(p)) != m.content_hash:
+                    st.modified.append(p)
+        st.modified.sort()
+        ignored = self._ignore()
+        st.untracked = sorted(p for p, _ in self._walk("", ignored) if p not in index)
+        return st
+
+    # -- commit -----------------------------------------------------------------------------
+    def commit(
+        self,
+        message: str,
+        *,
+        author: str | None = None,
+        when: int | None = None,
+        allow_empty: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> ObjectId:
+        """Record the staging index as a new commit on the current branch; return its id.
+
+        Trees, the commit and the ref move are one write transaction: a commit is either
+        entirely there or not at all, and the ref moves by compare-and-swap.
+        """
+        if not message.strip():
+            raise BadArgumentError("empty commit message (pass -m MESSAGE)")
+        ts = int(time.time()) if when is None else when
+        tz = -time.altzone if time.localtime(ts).tm_isdst > 0 else -time.timezone
+        who = author or _author()
+
+        def fn(txn: Txn) -> ObjectId:
+            _, parent = refs.resolve_ref(txn, refs.HEAD)
+            tree_id = self._write_trees(txn, self._index(txn))
+            if parent is not None and not allow_empty:
+                if self.get_commit(parent, txn).tree_id == tree_id:
+                    raise NothingToCommitError("nothing to commit, working tree matches HEAD")
+            if parent is None and not allow_empty and txn.count("index") == 0:
+                raise NothingToCommitError("nothing to commit (use `ms add` first)")
+            c = Commit(
+                tree_id, (parent,) if parent else (), who, ts, tz // 60, message, extra or {}
+            )
+            oid = self._put(txn, c)
+            refs.set_if_equals(txn, refs.HEAD, parent, oid)
+            return oid
+
+        with self.lock:
+            oid: ObjectId = self.db.write(fn)
+        return oid
+
+    def _write_trees(self, txn: Txn, index: dict[str, IndexEntry]) -> ObjectId:
+        dirs: dict[str, list[TreeEntry]] = {"": []}
+        for p in index:
+            parts = p.split("/")
+            for i in range(1, len(parts)):
+                dirs.setdefault("/".join(parts[:i]), [])
+        for p, ie in index.items():
+            parent, _, name = p.rpartition("/")
+            dirs[parent].append(TreeEntry(check_name(name), False, ie.mode, ie.size, ie.manifest_id))
+        # deepest first, so each directory's subtrees exist before its own tree is written
+        root: ObjectId | None = None
+        for d in sorted(dirs, key=lambda d: d.count("/") + (1 if d else 0), reverse=True):
+            oid = self._put(txn, Tree(tuple(dirs[d])))
+            if not d:
+                root = oid
+            else:
+                parent, _, name = d.rpartition("/")
+                dirs[parent].append(TreeEntry(name, True, 0o040000, 0, oid))
+        assert root is not None
+        return root
+
+    # -- history ----------------------------------------------------------------------------
+    def log(self, rev: str = "HEAD", limit: int | None = None) -> Iterator[tuple[ObjectId, Commit]]:
+        """Walk history from ``rev`` (newest first, first-parent order for now)."""
+        try:
+            oid: ObjectId | None = self.resolve(rev)
+        except RefNotFoundError:
+            if rev == "HEAD":
+                return
+            raise
+        n = 0
+        while oid is not None and (limit is None or n < limit):
+            c = self.get_commit(oid)
+            yield oid, c
+            n += 1
+            oid = c.parents[0] if c.parents else None
+
+    # -- reading files ----------------------------------------------------------------------
+    def file_manifest(self, rev: str, path: str) -> FileManifest:
+        """The manifest of ``path`` in commit ``rev``."""
+        with self.db.read() as txn:
+            cid = self._resolve(txn, rev)
+            e = self.lookup(cid, path, txn)
+            if e is None:
+                raise PathError(f"{path}: not in {rev}")
+            if e.is_dir:
+                raise PathError(f"{path}: is a directory in {rev}")
+            return self.get_manifest(e.id, txn)
+
+    def open_file(self, path: str, rev: str = "HEAD") -> ChunkedFile:
+        """A seekable, read-only file over ``path`` at ``rev``; reads chunks lazily, verified."""
+        m = self.file_manifest(rev, path.strip("/"))
+        return ChunkedFile(self.store, m, f"{rev}:{path}")
+
+    def iter_file(self, manifest: FileManifest, where: str = "") -> Iterator[bytes]:
+        """Yield a file's bytes chunk by chunk, verified, and check the whole-file hash."""
+        h = blake3()
+        try:
+            for data in self.store.iter_chunks(cid for cid, _ in manifest.chunks()):
+                h.update(data)
+                yield data
+        except CorruptObjectError as exc:
+            raise CorruptObjectError(f"{where}: {exc.message}") from None
+        if h.digest() != manifest.content_hash:
+            raise CorruptObjectError(f"{where}: file content does not match its hash")
+
+    def cat(self, rev: str, path: str, out: BinaryIO) -> int:
+        """Stream one file of a commit to ``out``; return the bytes written."""
+        m = self.file_manifest(rev, path.strip("/"))
+        n = 0
+        for data in self.iter_file(m, f"{rev}:{path}"):
+            out.write(data)
+            n += len(data)
+        return n
+
+    # -- checkout ---------------------------------------------------------------------------
+    def checkout(
+        self,
+        rev: str,
+        paths: Iterable[str] | None = None,
+        *,
+        force: bool = False,
+        to: str | os.PathLike[str] | None = None,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, Any]:
+        """Restore the working tree (or ``paths``, or a separate folder ``to``) to ``rev``."""
+        with self.db.read() as txn:
+            target = self._resolve(txn, rev)
+            files = self.commit_files(target, txn)
+        path_list = [p for p in (paths or [])]
+        if path_list:
+            wanted = [self.relpath(p) if to is None else p.strip("/") for p in path_list]
+            sel = {p: e for p, e in files.items()
+                   if any(p == w or p.startswith(w + "/") or not w for w in wanted)}
+            for w in wanted:
+                if not any(p == w or p.startswith(w + "/") or not w for p in files):
+                    raise PathError(f"{w}: not in {rev}")
+            files = sel
+        if to is not None:
+            dest = Path(to).absolute()
+            written = 0
+            for p, e in sorted(files.items()):
+                self._write_file(dest, p, e, progress)
+                written += 1
+            return {"commit": target.hex(), "written": written, "to": str(dest)}
+        with self.lock:
+            return self._checkout_inplace(rev, target, files, bool(path_list), force, progress)
+
+    def _checkout_inplace(
+        self, rev: str, target: ObjectId, files: dict[str, TreeEntry], partial: bool,
+        force: bool, progress: ProgressFn | None,
+    ) -> dict[str, Any]:
+        st = self.status()
+        dirty = set(st.modified) | set(st.deleted) | {p for _, p in st.staged}
+        with self.db.read() as txn:
+            index = self._index(txn)
+        if partial:
+            remove: list[str] = []
+            touch = set(files)
+        else:
+            remove = [p for p in index if p not in files]
+            touch = set(files) | set(remove)
+        if not force:
+            conflicts = sorted(p for p in touch if p in dirty and (
+                p not in files or p not in index or index[p].manifest_id != files[p].id
+                or p in st.modified))
+            clobber = sorted(p for p in files if p in set(st.untracked))
+            if conflicts or clobber:
+                bad = (conflicts + clobber)[:5]
+                raise UncommittedChangesError(
+                    f"checkout would overwrite local changes in {', '.join(bad)}"
+                    f"{' ...' if len(conflicts) + len(clobber) > 5 else ''}; commit them, "
+                    "or pass --force"
+                )
+        new_entries: dict[str, IndexEntry] = {}
+        written = 0
+        for p, e in sorted(files.items()):
+            cur = index.get(p)
+            if cur is not None and cur.manifest_id == e.id and cur.mode == e.mode:
+                with contextlib.suppress(OSError):
+                    if cur.matches(os.lstat(self._abs(p))):
+                        continue
+            new_entries[p] = self._write_file(self.workdir, p, e, progress)
+            written += 1
+        for p in remove:
+            with contextlib.suppress(FileNotFoundError):
+                self._abs(p).unlink()
+            self._prune_dirs(p)
+        branch = None
+        if not partial:
+            with self.db.read() as txn:
+                if txn.get("refs", f"refs/heads/{rev}".encode()) is not None:
+                    branch = f"refs/heads/{rev}"
+
+        def fn(txn: Txn) -> None:
+            if not partial:
+                for p in remove:
+                    txn.delete("index", p.encode())
+                if branch is not None:
+                    refs.set_symbolic(txn, refs.HEAD, branch)
+                else:
+                    txn.put("refs", refs.HEAD.encode(), b"\x01" + target)
+            for p, ie in new_entries.items():
+                txn.put("index", p.encode(), ie.encode())
+
+        self.db.write(fn)
+        return {"commit": target.hex(), "written": written, "removed": len(remove)}
+
+    def _prune_dirs(self, rel: str) -> None:
+        parts = rel.split("/")[:-1]
+        while parts:
+            with contextlib.suppress(OSError):
+                self._abs("/".join(parts)).rmdir()
+            parts.pop()
+
+    def _write_file(
+        self, root: Path, rel: str, e: TreeEntry, progress: ProgressFn | None
+    ) -> IndexEntry:
+        """Stream a file into a temporary name beside its target, fsync, rename into place."""
+        parts = rel.split("/")
+        for name in parts:
+            check_name(name)
+        dest = root.joinpath(*parts)
+        parent = dest.parent
+        # refuse to write through a symlinked directory: it could point outside the tree
+        cur = root
+        for name in parts[:-1]:
+            cur = cur / name
+            if cur.is_symlink():
+                raise PathError(f"{rel}: a parent folder is a symlink; refusing to write through it")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {parent}: {exc}") from None
+        m = self.get_manifest(e.id)
+        tmp = parent / f".{parts[-1]}.ms-tmp-{os.getpid()}"
+        recorded = time.time_ns()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, e.mode)
+            try:
+                for data in self.iter_file(m, rel):
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    if progress is not None:
+                        progress(len(data))
+                os.fchmod(fd, e.mode)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, dest)
+        except MsError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StorageError(f"cannot write {dest}: {exc}") from None
+        st = os.lstat(dest)
+        return IndexEntry(e.id, st.st_size, e.mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                          recorded)
+
+    def restore(self, paths: Iterable[str], *, staged: bool = False,
+                source: str | None = None) -> list[str]:
+        """Like git restore: the working file from the index, or (``staged``) the index from HEAD."""
+        rels = [self.relpath(p) for p in paths]
+        done: list[str] = []
+        with self.lock:
+            with self.db.read() as txn:
+                index = self._index(txn)
+                _, head = refs.resolve_ref(txn, refs.HEAD)
+                src = self._resolve(txn, source) if source else head
+                src_files = self.commit_files(src, txn)
+
+            def sel(d: dict[str, Any], rel: str) -> list[str]:
+                return [p for p in d if p == rel or p.startswith(rel + "/") or not rel]
+
+            if staged:
+                def fn(txn: Txn) -> None:
+                    for rel in rels:
+                        hits = set(sel(index, rel)) | set(sel(src_files, rel))
+                        if not hits:
+                            raise PathError(f"{rel}: not tracked")
+                        for p in hits:
+                            e = src_files.get(p)
+                            if e is None:
+                                txn.delete("index", p.encode())
+                            else:
+                                old = index.get(p)
+                                ie = IndexEntry(e.id, e.size, e.mode, 0, 0, 0, 0) if (
+                                    old is None) else IndexEntry(
+                                    e.id, e.size, e.mode, old.mtime_ns, old.ctime_ns, old.ino, 0)
+                                txn.put("index", p.encode(), ie.encode())
+                            done.append(p)
+                self.db.write(fn)
+                return done
+            new_entries: dict[str, IndexEntry] = {}
+            for rel in rels:
+                hits = sel(src_files, rel) if source else sel(index, rel)
+                if not hits:
+                    raise PathError(f"{rel}: not tracked")
+                for p in hits:
+                    if source:
+                        e = src_files[p]
+                    else:
+                        ie = index[p]
+                        e = TreeEntry(p.rpartition("/")[2], False, ie.mode, ie.size, ie.manifest_id)
+                    written = self._write_file(self.workdir, p, e, None)
+                    if not source:
+                        new_entries[p] = written
+                    done.append(p)
+            if new_entries:
+                self.db.write(lambda txn: [txn.put("index", p.encode(), ie.encode())
+                                           for p, ie in new_entries.items()])
+        return done
+
+    # -- accounting -------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Logical bytes (sum over commits of their files), stored bytes, chunk and pack counts."""
+        s: StoreStats = self.store.stats()
+        logical = 0
+        commits = 0
+        seen: set[bytes] = set()
+        with self.db.read() as txn:
+            heads = [oid for _, oid, _ in refs.list_refs(txn) if oid is not None]
+            _, head = refs.resolve_ref(txn, refs.HEAD)
+            if head is not None:
+                heads.append(head)
+            stack = list(heads)
+            while stack:
+                oid = stack.pop()
+                if oid in seen:
+                    continue
+                seen.add(oid)
+                c = self.get_commit(oid, txn)
+                commits += 1
+                logical += sum(e.size for e in self.walk_tree(c.tree_id, txn).values())
+                stack.extend(c.parents)
+            objects = txn.count("objects")
+        return {
+            "commits": commits,
+            "logical_bytes": logical,
+            "unique_bytes": s.raw_bytes,
+            "stored_bytes": s.stored_bytes,
+            "pack_bytes": s.pack_bytes,
+            "chunks": s.chunks,
+            "packs": s.packs,
+            "objects": objects,
+            "dedup_ratio": round(logical / s.stored_bytes, 3) if s.stored_bytes else None,
+        }
+
+
+def _split_path(path: str) -> list[str]:
+    p = path.strip().strip("/")
+    if not p or p == ".":
+        return []
+    parts = PurePosixPath(p).parts
+    for name in parts:
+        if name in ("..", "."):
+            raise PathError(f"{path}: '.' and '..' are not allowed in repository paths")
+    return list(parts)
+
+
+def _hash_file(path: Path) -> bytes:
+    h = blake3(max_threads=blake3.AUTO)
+    buf = bytearray(8 << 20)
+    mv = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(mv):
+            h.update(mv[:n])
+    return h.digest()
+
+
+class ChunkedFile(io.RawIOBase):
+    """A read-only, seekable view of a stored file; fetches and verifies chunks as read."""
+
+    def __init__(self, store: ChunkStore, manifest: FileManifest, name: str) -> None:
+        super().__init__()
+        self._store = store
+        self._m = manifest
+        self.name = name
+        self._ids = manifest.chunk_ids
+        self._offsets = manifest.offsets()
+        self._pos = 0
+        self._cache_idx = -1
+        self._cache = b""
+
+    @property
+    def size(self) -> int:
+        """The file's size."""
+        return self._m.size
+
+    def readable(self) -> bool:  # noqa: D102
+        return True
+
+    def seekable(self) -> bool:  # noqa: D102
+        return True
+
+    def tell(self) -> int:  # noqa: D102
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:  # noqa: D102
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._m.size}[whence]
+        new = base + offset
+        if new < 0:
+            raise BadArgumentError("negative seek position")
+        self._pos = new
+        return new
+
+    def _chunk(self, idx: int) -> bytes:
+        if idx != self._cache_idx:
+            cid = self._ids[idx * ID_LEN : (idx + 1) * ID_LEN]
+            try:
+                self._cache = self._store.read_chunk(cid)
+            except CorruptObjectError as exc:
+                raise CorruptObjectError(f"{self.name}: {exc.message}") from None
+            self._cache_idx = idx
+        return self._cache
+
+    def readinto(self, b: Any) -> int:  # noqa: D102
+        view = memoryview(b).cast("B")
+        want = len(view)
+        done = 0
+        while done < want and self._pos < self._m.size:
+            idx = bisect_right(self._offsets, self._pos) - 1
+            data = self._chunk(idx)
+            start = self._pos - self._offsets[idx]
+            n = min(want - done, len(data) - start)
+            view[done : done + n] = data[start : start + n]
+            done += n
+            self._pos += n
+        return done
