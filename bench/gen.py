@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+# numpy is imported lazily (inside the functions that use it) so that bench.run can
+# import the size helpers without numpy: the runner's own peak RSS is copied into the
+# ru_maxrss of every child it spawns, so the runner must stay small.
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -104,10 +106,10 @@ def layout(size_bytes: int, dtype: str = "bf16") -> list[TensorSpec]:
     mat_dt = "fp32" if dtype == "fp32" else "bf16"
     emb_dt = "bf16" if dtype == "bf16" else "fp32"
     norm_dt = emb_dt
-    es_mat, es_emb, es_norm = _ITEMSIZE[mat_dt], _ITEMSIZE[emb_dt], _ITEMSIZE[norm_dt]
+    es_mat, es_emb = _ITEMSIZE[mat_dt], _ITEMSIZE[emb_dt]
 
     size = max(int(size_bytes), 64 * KiB)
-    layers = int(round(8 + 4 * math.log2(size / (256 * MiB))))
+    layers = round(8 + 4 * math.log2(size / (256 * MiB)))
     layers = min(48, max(4, layers))
     # per layer ~10.5 d^2 matrix elements (q,o: d*d; k,v: d*d/4; gate,up,down: d*8d/3);
     # embedding + head ~8 d^2 (vocab ~4d).
@@ -151,11 +153,13 @@ def choose_changed(specs: list[TensorSpec], change_fraction: float, change_seed:
     n = len(specs)
     if not 0.0 <= change_fraction <= 1.0:
         raise ValueError("change_fraction must be in [0, 1]")
-    k = min(n, int(math.floor(change_fraction * n + 0.5)))
+    k = min(n, math.floor(change_fraction * n + 0.5))
     if k == 0:
         return []
     if k == n:
         return list(range(n))
+    import numpy as np
+
     rng = np.random.default_rng([int(change_seed), 0x5EED])
     u = rng.random(n)
     sizes = np.array([t.nbytes for t in specs], dtype=np.float64)
@@ -197,18 +201,20 @@ class _Buf:
     """Reusable scratch for one piece: float32 values and bf16 output."""
 
     def __init__(self) -> None:
+        import numpy as np
+
         self.f32 = np.empty(PIECE_ELEMS, dtype=np.float32)
         self.u16 = np.empty(PIECE_ELEMS, dtype=np.uint16)
         self.r = np.empty((PIECE_ELEMS + 1) // 2, dtype=np.float32)
         self.theta = np.empty((PIECE_ELEMS + 1) // 2, dtype=np.float32)
 
 
-def _fill_piece(
-    buf: _Buf, spec: TensorSpec, n: int, seed_key: list[int]
-) -> memoryview:
+def _fill_piece(buf: _Buf, spec: TensorSpec, n: int, seed_key: list[int]) -> memoryview:
     # N(0, std^2) by Box-Muller on float32 uniforms (vectorised log/sqrt/sin/cos). On the
     # 2-core bench machine this is ~3x faster than Generator.standard_normal(dtype=float32)
     # (~1 GB/s of bf16 vs ~300 MB/s), which would make generation the slowest step.
+    import numpy as np
+
     f = buf.f32[:n]
     rng = np.random.default_rng(seed_key)
     half = (n + 1) // 2

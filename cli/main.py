@@ -13,8 +13,9 @@ import sys
 import click
 
 from modelstore import __version__
-from modelstore.cli.commands import history, work
 from modelstore.errors import MsError
+
+from .commands import history, work
 
 __all__ = ["cli", "main"]
 
@@ -24,8 +25,13 @@ EXIT_INTERRUPTED = 130
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="ms")
-@click.option("-C", "chdir", metavar="PATH", type=click.Path(file_okay=False),
-              help="Run as if ms was started in PATH.")
+@click.option(
+    "-C",
+    "chdir",
+    metavar="PATH",
+    type=click.Path(file_okay=False),
+    help="Run as if ms was started in PATH.",
+)
 @click.pass_context
 def cli(ctx: click.Context, chdir: str | None) -> None:
     """modelstore: version large ML checkpoints and datasets like code.
@@ -77,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         hint = " (free disk space and retry)" if exc.errno == errno.ENOSPC else ""
-        click.echo(f"ms: error: {exc.strerror or exc}{': ' + exc.filename if exc.filename else ''}"
-                   f"{hint}", err=True)
+        click.echo(
+            f"ms: error: {exc.strerror or exc}{': ' + exc.filename if exc.filename else ''}{hint}",
+            err=True,
+        )
         code = 16 if exc.errno == errno.ENOSPC else 15
     if argv is None:
         sys.exit(code)

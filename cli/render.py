@@ -43,6 +43,14 @@ def progress(total: int | None, desc: str, enabled: bool) -> Iterator[Callable[[
         return
     from tqdm import tqdm
 
-    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-              file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=total,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        leave=False,
+        dynamic_ncols=True,
+    ) as bar:
         yield bar.update

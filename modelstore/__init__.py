@@ -16,13 +16,14 @@ if TYPE_CHECKING:
     from modelstore.repository import Repository
 
 
+_LAZY = {"Repository": "modelstore.repository", "MsError": "modelstore.errors"}
+
+
 def __getattr__(name: str) -> Any:
-    if name == "Repository":
-        from modelstore.repository import Repository
+    # importlib keeps the package root free of static imports: every layer may import
+    # ``modelstore`` itself without depending on the repository layer.
+    if name in _LAZY:
+        import importlib
 
-        return Repository
-    if name == "MsError":
-        from modelstore.errors import MsError
-
-        return MsError
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(name)

@@ -73,8 +73,16 @@ class CommitInfo:
     @classmethod
     def of(cls, oid: bytes, c: Commit) -> CommitInfo:
         """Build from a commit object."""
-        return cls(oid.hex(), c.tree_id.hex(), [p.hex() for p in c.parents], c.author, c.time,
-                   c.tz_offset, c.message, c.extra)
+        return cls(
+            oid.hex(),
+            c.tree_id.hex(),
+            [p.hex() for p in c.parents],
+            c.author,
+            c.time,
+            c.tz_offset,
+            c.message,
+            c.extra,
+        )
 
     @property
     def date(self) -> str:
@@ -118,8 +126,12 @@ class AddResult:
         return asdict(self)
 
 
-def init(path: str | os.PathLike[str] = ".", *, chunker: ChunkerParams | None = None,
-         pack_size: int | None = None) -> Repository:
+def init(
+    path: str | os.PathLike[str] = ".",
+    *,
+    chunker: ChunkerParams | None = None,
+    pack_size: int | None = None,
+) -> Repository:
     """Create a repository; return it open (the caller closes it)."""
     return Repository.init(path, chunker=chunker, pack_size=pack_size)
 
@@ -152,8 +164,9 @@ def status_json(st: Status) -> dict[str, Any]:
     }
 
 
-def commit(repo: RepoLike, message: str, *, author: str | None = None,
-           allow_empty: bool = False) -> CommitInfo:
+def commit(
+    repo: RepoLike, message: str, *, author: str | None = None, allow_empty: bool = False
+) -> CommitInfo:
     """Commit the staging index; return the new commit."""
     with open_repo(repo) as r:
         oid = r.commit(message, author=author, allow_empty=allow_empty)
@@ -166,7 +179,9 @@ def log(repo: RepoLike, rev: str = "HEAD", limit: int | None = None) -> list[Com
         return [CommitInfo.of(oid, c) for oid, c in r.log(rev, limit)]
 
 
-def ls(repo: RepoLike, rev: str = "HEAD", path: str = "", recursive: bool = False) -> list[FileInfo]:
+def ls(
+    repo: RepoLike, rev: str = "HEAD", path: str = "", recursive: bool = False
+) -> list[FileInfo]:
     """List a folder (or one file) of a commit."""
     with open_repo(repo) as r, r.db.read() as txn:
         cid = r.resolve(rev, txn)
@@ -178,8 +193,10 @@ def ls(repo: RepoLike, rev: str = "HEAD", path: str = "", recursive: bool = Fals
             return [FileInfo(base, "file", e.size, f"{e.mode:o}", e.id.hex())]
         if recursive:
             files = r.walk_tree(e.id, txn, prefix=f"{base}/" if base else "")
-            return [FileInfo(p, "file", fe.size, f"{fe.mode:o}", fe.id.hex())
-                    for p, fe in sorted(files.items())]
+            return [
+                FileInfo(p, "file", fe.size, f"{fe.mode:o}", fe.id.hex())
+                for p, fe in sorted(files.items())
+            ]
         out = []
         for te in r.get_tree(e.id, txn).entries:
             p = f"{base}/{te.name}" if base else te.name
@@ -210,8 +227,15 @@ def cat(repo: RepoLike, spec: str, out: BinaryIO) -> int:
         return r.cat(rev or "HEAD", path, out)
 
 
-def checkout(repo: RepoLike, rev: str, paths: list[str] | None = None, *, force: bool = False,
-             to: str | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
+def checkout(
+    repo: RepoLike,
+    rev: str,
+    paths: list[str] | None = None,
+    *,
+    force: bool = False,
+    to: str | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
     """Restore the working tree, some paths, or a separate folder to ``rev``."""
     with open_repo(repo) as r:
         return r.checkout(rev, paths, force=force, to=to, progress=progress)
@@ -225,8 +249,9 @@ def rm(repo: RepoLike, paths: list[str], *, cached: bool = False) -> list[str]:
         return r.rm(paths, cached=cached)
 
 
-def restore(repo: RepoLike, paths: list[str], *, staged: bool = False,
-            source: str | None = None) -> list[str]:
+def restore(
+    repo: RepoLike, paths: list[str], *, staged: bool = False, source: str | None = None
+) -> list[str]:
     """Restore working files from the index (or ``source``), or unstage with ``staged``."""
     if not paths:
         raise BadArgumentError("nothing to restore (give paths)")

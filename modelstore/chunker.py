@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import blake3
 
-from modelstore import _cdc
+import modelstore._cdc as _cdc
 from modelstore.errors import FormatError
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from blake3 import blake3
 
@@ -51,6 +51,13 @@ BLOCK = 8 << 20
 N_BUFFERS = 4
 READ_BATCH = 64
 ProgressFn = Callable[[int], None]
+
+
+class Readable(Protocol):
+    """What ingest needs from a stream: ``readinto`` (raw files, BufferedReader, BytesIO)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None:
+        ...
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,7 @@ class ChunkSink:
         for f in self._finishing:
             try:
                 f.result()
-            except Exception:  # noqa: S110 - aborting anyway; the first error is reported
+            except Exception:
                 pass
         self._finisher.shutdown(wait=True)
 
@@ -206,7 +213,7 @@ class ChunkStore:
             return fd
 
     def _commit_pack(self, writer: PackWriter) -> None:
-        pack_hex, path = writer.finish(self.packs_dir)
+        pack_hex, _ = writer.finish(self.packs_dir)
         pack_id = bytes.fromhex(pack_hex)
         rec = PACK_REC.pack(1, writer.size, len(writer.entries), time.time_ns())
         entries: list[PackEntry] = writer.entries
@@ -235,9 +242,7 @@ class ChunkStore:
         try:
             data = os.pread(fd, loc.stored_len, loc.offset)
         except OSError as exc:
-            raise StorageError(
-                f"I/O error reading pack {loc.pack_id.hex()[:16]}: {exc}"
-            ) from None
+            raise StorageError(f"I/O error reading pack {loc.pack_id.hex()[:16]}: {exc}") from None
         if len(data) != loc.stored_len:
             raise CorruptObjectError(
                 f"pack {loc.pack_id.hex()[:16]} is truncated (chunk at offset {loc.offset})"
@@ -270,7 +275,7 @@ class ChunkStore:
         with self.db.read() as txn:
             locs = [self.locate(txn, c) for c in ids]
         out = []
-        for cid, loc in zip(ids, locs):
+        for cid, loc in zip(ids, locs, strict=True):
             if loc is None:
                 raise ObjectNotFoundError(
                     f"chunk {cid.hex()[:16]} is not in the repository (run `ms verify`)"
@@ -321,7 +326,7 @@ class ChunkStore:
         return out
 
     def ingest(
-        self, stream: BinaryIO, sink: ChunkSink, progress: ProgressFn | None = None
+        self, stream: Readable, sink: ChunkSink, progress: ProgressFn | None = None
     ) -> FileManifest:
         """Chunk, hash, dedup and store a stream; return its manifest."""
         chunker = Chunker(self.params)
@@ -330,7 +335,9 @@ class ChunkStore:
         lens = array("I")
         cap = BLOCK + self.params.max_size
         bufs = [bytearray(cap) for _ in range(N_BUFFERS)]
-        inflight: deque[tuple[Future[list[tuple[bytes, int, int, bytes | memoryview | None]]], Future[None]]] = deque()
+        inflight: deque[
+            tuple[Future[list[tuple[bytes, int, int, bytes | memoryview | None]]], Future[None]]
+        ] = deque()
         hasher_pool = ThreadPoolExecutor(1, thread_name_prefix="ms-filehash")
         pool = self.pool
         size = 0
@@ -372,7 +379,7 @@ class ChunkStore:
                     if last:
                         ends.append(tail + n)
                 size += n
-                hfut = hasher_pool.submit(file_hash.update, new)
+                hfut = hasher_pool.submit(_update, file_hash, new)
                 fut = pool.submit(self._process_block, mv, ends, sink.pending)
                 inflight.append((fut, hfut))
                 prev, prev_end = mv, tail + n
@@ -403,3 +410,7 @@ class ChunkStore:
             stored += loc.stored_len
         pack_bytes = sum(PACK_REC.unpack(v)[1] for _, v in packs)
         return StoreStats(len(chunks), len(packs), raw, stored, pack_bytes)
+
+
+def _update(h: blake3, data: memoryview) -> None:
+    h.update(data)

@@ -33,10 +33,11 @@ MAX_BIN = 1 << 30
 
 def _canonical(value: Any, depth: int) -> Any:
     """Check the types allowed in an object, and sort map keys."""
-    if depth > MAX_DEPTH:
-        raise FormatError("object nests too deeply to encode")
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return value
+    # containers count towards the depth, scalars do not (the same rule as ``_check_depth``)
+    if isinstance(value, (list, tuple, dict)) and depth > MAX_DEPTH:
+        raise FormatError("object nests too deeply to encode")
     if isinstance(value, (list, tuple)):
         return [_canonical(v, depth + 1) for v in value]
     if isinstance(value, dict):
@@ -73,7 +74,9 @@ def _check_depth(value: Any, depth: int) -> None:
             if isinstance(v, (list, dict)):
                 _check_depth(v, depth + 1)
     elif isinstance(value, dict):
-        for v in value.values():
+        for k, v in value.items():
+            if not isinstance(k, str):  # msgpack's strict_map_key still lets bin keys through
+                raise FormatError(f"map keys must be str, got {type(k).__name__}")
             if isinstance(v, (list, dict)):
                 _check_depth(v, depth + 1)
 

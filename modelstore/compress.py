@@ -81,13 +81,17 @@ def compress_chunk(raw: bytes | memoryview) -> tuple[int, bytes | memoryview]:
 
 def decompress_chunk(codec: int, payload: bytes | memoryview, raw_len: int) -> bytes:
     """Turn a stored payload back into the raw chunk of ``raw_len`` bytes."""
+    if raw_len < 0:
+        raise CorruptObjectError(f"chunk length {raw_len} is negative")
     if codec == CODEC_RAW:
         if len(payload) != raw_len:
             raise CorruptObjectError(f"raw chunk is {len(payload)} bytes, expected {raw_len}")
         return bytes(payload)
     if codec == CODEC_ZSTD:
         try:
-            out: bytes = _decompressor().decompress(payload, max_output_size=raw_len)
+            out: bytes = _decompressor().decompress(
+                payload, max_output_size=raw_len, allow_extra_data=False
+            )
         except zstandard.ZstdError as exc:
             raise CorruptObjectError(f"zstd payload does not decompress: {exc}") from None
         if len(out) != raw_len:

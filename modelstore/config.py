@@ -99,13 +99,19 @@ class RepoConfig:
             raise FormatError("repository config is not a map")
         try:
             version = v["format_version"]
+            if type(version) is not int:
+                raise FormatError("repository config is malformed: format_version is not an int")
             if version != FORMAT_VERSION:
                 raise UnsupportedFormatError(
                     f"repository format {version} is not supported (upgrade modelstore)"
                 )
             feats = v.get("features", {})
+            if not isinstance(feats, dict):
+                raise FormatError("repository config is malformed: features is not a map")
             incompat = list(feats.get("incompat", []))
             ro_compat = list(feats.get("ro_compat", []))
+            if not all(isinstance(f, str) for f in incompat + ro_compat):
+                raise FormatError("repository config is malformed: feature names must be str")
             unknown = sorted(set(incompat) - KNOWN_INCOMPAT)
             if unknown:
                 raise UnsupportedFormatError(
@@ -120,17 +126,23 @@ class RepoConfig:
                 )
             if v.get("hash") != "blake3":
                 raise UnsupportedFormatError(f"unknown hash {v.get('hash')!r}")
+            pack_size = v["pack_size"]
+            if type(pack_size) is not int or pack_size <= 0:
+                raise FormatError("repository config is malformed: pack_size")
+            remotes, user = v.get("remotes", {}), v.get("user", {})
+            if not isinstance(remotes, dict) or not isinstance(user, dict):
+                raise FormatError("repository config is malformed: remotes and user must be maps")
             return cls(
                 repo_id=str(v["repo_id"]),
                 format_version=version,
                 hash="blake3",
                 chunker=ChunkerParams.from_dict(v["chunker"]),
-                pack_size=int(v["pack_size"]),
+                pack_size=pack_size,
                 incompat=incompat,
                 ro_compat=ro_compat,
                 compat=list(feats.get("compat", [])),
-                remotes=dict(v.get("remotes", {})),
-                user=dict(v.get("user", {})),
+                remotes=dict(remotes),
+                user=dict(user),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise FormatError(f"repository config is malformed: {exc}") from None

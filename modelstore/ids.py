@@ -11,6 +11,7 @@ Ids are raw 32-byte ``bytes`` inside the library (names end in ``_id``); hex (na
 
 from __future__ import annotations
 
+import string
 from typing import NewType
 
 from blake3 import blake3
@@ -67,7 +68,7 @@ def from_hex(text: str) -> bytes:
     """Parse a full 64-character hex id."""
     if len(text) != 2 * ID_LEN:
         raise BadArgumentError(f"not a full object id: {text!r} (expected 64 hex digits)")
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise BadArgumentError(f"not a hex object id: {text!r}") from None
+    # bytes.fromhex skips whitespace, so check the digits first
+    if not all(c in string.hexdigits for c in text):
+        raise BadArgumentError(f"not a hex object id: {text!r}")
+    return bytes.fromhex(text)

@@ -60,7 +60,9 @@ class Txn:
         with self._txn.cursor(db=self._dbs[db]) as cur:
             return bool(cur.set_key(key))
 
-    def items(self, db: str, prefix: bytes = b"", limit: int | None = None) -> list[tuple[bytes, bytes]]:
+    def items(
+        self, db: str, prefix: bytes = b"", limit: int | None = None
+    ) -> list[tuple[bytes, bytes]]:
         """All ``(key, value)`` pairs whose key starts with ``prefix``, in key order."""
         out: list[tuple[bytes, bytes]] = []
         with self._txn.cursor(db=self._dbs[db]) as cur:

@@ -25,6 +25,7 @@ __all__ = [
     "KIND_COMMIT",
     "KIND_MANIFEST",
     "KIND_TREE",
+    "MODE_DIR",
     "MODE_EXEC",
     "MODE_FILE",
     "Commit",
@@ -45,7 +46,8 @@ ENTRY_FILE = 1
 ENTRY_TREE = 2
 MODE_FILE = 0o644
 MODE_EXEC = 0o755
-_MODES = (MODE_FILE, MODE_EXEC, 0o040000)
+MODE_DIR = 0o040000
+_FILE_MODES = (MODE_FILE, MODE_EXEC)
 
 #: the largest count of chunks one manifest may list (16 TiB at the 64 KiB average).
 MAX_CHUNKS = 1 << 28
@@ -61,9 +63,15 @@ def check_name(name: str) -> str:
     """Validate one path component as stored in a tree; return it unchanged.
 
     Refuses what could escape or confuse a working tree: empty names, ``.``, ``..``, ``.ms``
-    (any case), slashes, backslashes, NUL and other control characters, over-long names.
+    (any case), slashes, backslashes, NUL and other control characters, over-long names, and
+    names that are not valid UTF-8 (lone surrogates, as ``os.listdir`` gives for undecodable
+    bytes), which could not be encoded.
     """
-    if not name or name in (".", "..") or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(f"path component {name!r} is not valid UTF-8") from None
+    if not name or name in (".", "..") or len(encoded) > MAX_NAME:
         raise _bad(f"bad path component {name!r}")
     if name.casefold() == ".ms" or "/" in name or "\\" in name:
         raise _bad(f"bad path component {name!r}")
@@ -79,6 +87,11 @@ def _need(cond: bool, what: str) -> None:
 
 def _is_id(v: Any) -> bool:
     return isinstance(v, bytes) and len(v) == ID_LEN
+
+
+def _is_int(v: Any) -> bool:
+    # bool is an int subclass and 1.0 == 1: both would decode but not re-encode the same
+    return type(v) is int
 
 
 @dataclass(frozen=True)
@@ -134,9 +147,9 @@ class FileManifest:
     def from_value(cls, v: Any) -> FileManifest:
         """Build from a decoded msgpack value, validating it."""
         _need(isinstance(v, list) and len(v) >= 5, "manifest is not a 5-array")
-        _need(v[0] == cls.VERSION, f"manifest version {v[0]!r} unsupported")
+        _need(_is_int(v[0]) and v[0] == cls.VERSION, f"manifest version {v[0]!r} unsupported")
         size, h, ids, lens = v[1], v[2], v[3], v[4]
-        _need(isinstance(size, int) and not isinstance(size, bool) and size >= 0, "size")
+        _need(_is_int(size) and size >= 0, "size")
         _need(_is_id(h), "content hash")
         _need(isinstance(ids, bytes) and isinstance(lens, bytes), "chunk lists")
         n = len(ids) // ID_LEN
@@ -191,7 +204,7 @@ class Tree:
     def from_value(cls, v: Any) -> Tree:
         """Build from a decoded msgpack value, validating names, order and uniqueness."""
         _need(isinstance(v, list) and len(v) >= 2, "tree is not an array")
-        _need(v[0] == cls.VERSION, f"tree version {v[0]!r} unsupported")
+        _need(_is_int(v[0]) and v[0] == cls.VERSION, f"tree version {v[0]!r} unsupported")
         raw = v[1]
         _need(isinstance(raw, list) and len(raw) <= MAX_ENTRIES, "tree entries")
         out: list[TreeEntry] = []
@@ -201,12 +214,13 @@ class Tree:
             name, kind, mode, size, oid = item[:5]
             _need(isinstance(name, str), "entry name")
             check_name(name)
-            key = name.encode("utf-8", "surrogatepass")
+            key = name.encode("utf-8")
             _need(key > prev, f"tree entries not sorted or duplicated at {name!r}")
             prev = key
-            _need(kind in (ENTRY_FILE, ENTRY_TREE), f"entry kind {kind!r}")
-            _need(mode in _MODES, f"entry mode {mode!r}")
-            _need(isinstance(size, int) and not isinstance(size, bool) and size >= 0, "size")
+            _need(_is_int(kind) and kind in (ENTRY_FILE, ENTRY_TREE), f"entry kind {kind!r}")
+            modes = (MODE_DIR,) if kind == ENTRY_TREE else _FILE_MODES
+            _need(_is_int(mode) and mode in modes, f"entry mode {mode!r}")
+            _need(_is_int(size) and size >= 0, "size")
             _need(_is_id(oid), "entry id")
             out.append(TreeEntry(name, kind == ENTRY_TREE, mode, size, ObjectId(oid)))
         return cls(tuple(out))
@@ -253,12 +267,12 @@ class Commit:
     def from_value(cls, v: Any) -> Commit:
         """Build from a decoded msgpack value, validating it."""
         _need(isinstance(v, list) and len(v) >= 8, "commit is not an 8-array")
-        _need(v[0] == cls.VERSION, f"commit version {v[0]!r} unsupported")
+        _need(_is_int(v[0]) and v[0] == cls.VERSION, f"commit version {v[0]!r} unsupported")
         _need(_is_id(v[1]), "commit tree id")
         _need(isinstance(v[2], list) and all(_is_id(p) for p in v[2]), "commit parents")
         _need(len(v[2]) <= 64, "too many parents")
         _need(isinstance(v[3], str), "author")
-        _need(isinstance(v[4], int) and isinstance(v[5], int), "time")
+        _need(_is_int(v[4]) and _is_int(v[5]), "time")
         _need(isinstance(v[6], str), "message")
         _need(isinstance(v[7], dict), "extra")
         parents = tuple(ObjectId(p) for p in v[2])
@@ -294,4 +308,8 @@ def decode_object(stored: bytes, expect_id: bytes | None = None) -> Obj:
         raise CorruptObjectError(
             f"object {expect_id.hex()[:16]} does not match its id: the metadata is damaged"
         )
-    return cls.from_value(codec.decode(body))
+    obj = cls.from_value(codec.decode(body))
+    # one object, one encoding: otherwise ``obj.id`` would differ from the id it is stored under
+    if obj.encode() != body:
+        raise FormatError("malformed object: not in canonical form")
+    return obj

@@ -118,7 +118,8 @@ class PackWriter:
         """
         index_offset = self.size
         index = b"".join(
-            INDEX_ENTRY.pack(e.chunk_id, e.offset, e.stored_len, e.raw_len, e.codec) for e in self.entries
+            INDEX_ENTRY.pack(e.chunk_id, e.offset, e.stored_len, e.raw_len, e.codec)
+            for e in self.entries
         )
         footer = FOOTER.pack(
             index_offset, len(self.entries), 0, blake3(index).digest(), bytes(8), PACK_END_MAGIC
@@ -153,18 +154,23 @@ def read_pack_index(fd: int, size: int) -> Iterator[PackEntry]:
     """
     if size < HEADER.size + FOOTER.size:
         raise FormatError(f"pack is truncated ({size} bytes)")
-    magic, version, _ = HEADER.unpack(os.pread(fd, HEADER.size, 0))
+    head = os.pread(fd, HEADER.size, 0)
+    footer = os.pread(fd, FOOTER.size, size - FOOTER.size)
+    if len(head) != HEADER.size or len(footer) != FOOTER.size:  # the file shrank under us
+        raise FormatError(f"pack is truncated (shorter than {size} bytes)")
+    magic, version, _ = HEADER.unpack(head)
     if magic != PACK_MAGIC:
         raise FormatError("not a modelstore pack (bad magic)")
     if version not in SUPPORTED_PACK_VERSIONS:
         raise UnsupportedFormatError(f"pack version {version} is not supported (upgrade ms)")
-    footer = os.pread(fd, FOOTER.size, size - FOOTER.size)
     index_offset, count, _, index_hash, _, end = FOOTER.unpack(footer)
     if end != PACK_END_MAGIC:
         raise FormatError("pack tail is damaged or truncated (bad end magic)")
     if count > MAX_PACK_ENTRIES or index_offset + count * INDEX_ENTRY.size != size - FOOTER.size:
         raise FormatError("pack footer is inconsistent with the file size")
     raw = os.pread(fd, count * INDEX_ENTRY.size, index_offset)
+    if len(raw) != count * INDEX_ENTRY.size:
+        raise FormatError(f"pack is truncated (shorter than {size} bytes)")
     if blake3(raw).digest() != index_hash:
         raise CorruptObjectError("pack index does not match its hash")
     for i in range(count):

@@ -35,6 +35,14 @@ _SYMBOLIC = 2
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_ref_name(name: str) -> str:
     """Validate a full ref name with git's check-ref-format rules; return it."""
     if name == HEAD:
@@ -45,9 +53,10 @@ def check_ref_name(name: str) -> str:
         or _BAD_CHARS.search(name) is not None
         or ".." in name
         or "@{" in name
-        or name.endswith((".", "/", ".lock"))
+        or name.endswith((".", "/"))
         or "//" in name
-        or any(part.startswith(".") or not part for part in name.split("/"))
+        or any(p.startswith(".") or p.endswith(".lock") or not p for p in name.split("/"))
+        or not _utf8(name)
     )
     if bad:
         raise BadArgumentError(f"invalid ref name {name!r}")
@@ -104,9 +113,7 @@ def set_if_equals(txn: Txn, name: str, old: ObjectId | None, new: ObjectId) -> N
     check_ref_name(final)
     if current != old:
         have = current.hex()[:12] if current else "nothing"
-        raise RefConflictError(
-            f"{final} moved to {have} while this operation ran; retry it"
-        )
+        raise RefConflictError(f"{final} moved to {have} while this operation ran; retry it")
     txn.put("refs", final.encode(), bytes([_DIRECT]) + new)
 
 

@@ -92,8 +92,16 @@ class IndexEntry:
     def encode(self) -> bytes:
         """Stored form: a versioned positional array."""
         return codec.encode(
-            [1, self.manifest_id, self.size, self.mode, self.mtime_ns, self.ctime_ns,
-             self.ino, self.recorded_ns]
+            [
+                1,
+                self.manifest_id,
+                self.size,
+                self.mode,
+                self.mtime_ns,
+                self.ctime_ns,
+                self.ino,
+                self.recorded_ns,
+            ]
         )
 
     @classmethod
@@ -207,7 +215,10 @@ class Repository:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str] = ".", *, search_parents: bool = True,
+        cls,
+        path: str | os.PathLike[str] = ".",
+        *,
+        search_parents: bool = True,
         threads: int | None = None,
     ) -> Repository:
         """Open the repository at ``path`` or, by default, the nearest one above it."""
@@ -336,9 +347,9 @@ class Repository:
             if oid is None:
                 raise RefNotFoundError("HEAD has no commits yet (make one with `ms commit`)")
             return oid
-        candidates = [base] if base.startswith("refs/") else [
-            f"refs/heads/{base}", f"refs/tags/{base}"
-        ]
+        candidates = (
+            [base] if base.startswith("refs/") else [f"refs/heads/{base}", f"refs/tags/{base}"]
+        )
         for name in candidates:
             if txn.get("refs", name.encode()) is not None:
                 _, oid = refs.resolve_ref(txn, name)
@@ -361,7 +372,9 @@ class Repository:
         return ObjectId(found[0])
 
     # -- trees ------------------------------------------------------------------------------
-    def walk_tree(self, tree_id: bytes, txn: Txn | None = None, prefix: str = "") -> dict[str, TreeEntry]:
+    def walk_tree(
+        self, tree_id: bytes, txn: Txn | None = None, prefix: str = ""
+    ) -> dict[str, TreeEntry]:
         """All files under a tree, by slash-separated path."""
 
         def fn(t: Txn) -> dict[str, TreeEntry]:
@@ -431,7 +444,9 @@ class Repository:
         spec = pathspec.GitIgnoreSpec.from_lines(text.splitlines())
         return lambda p: bool(spec.match_file(p))
 
-    def _walk(self, rel: str, ignored: Callable[[str], bool]) -> Iterator[tuple[str, os.stat_result]]:
+    def _walk(
+        self, rel: str, ignored: Callable[[str], bool]
+    ) -> Iterator[tuple[str, os.stat_result]]:
         """Regular files under ``rel`` (repository paths), skipping .ms and ignored paths."""
         stack = [rel]
         while stack:
@@ -488,8 +503,11 @@ class Repository:
         with self.lock:
             self._clean_tmp()
             with self.db.read() as txn:
-                index = {r: IndexEntry.decode(v) for r, _ in todo
-                         if (v := txn.get("index", r.encode())) is not None}
+                index = {
+                    r: IndexEntry.decode(v)
+                    for r, _ in todo
+                    if (v := txn.get("index", r.encode())) is not None
+                }
             staged: list[tuple[str, IndexEntry, FileManifest]] = []
             sink = self.store.sink()
             try:
@@ -525,7 +543,7 @@ class Repository:
         try:
             with open(full, "rb", buffering=0) as f:
                 st = os.fstat(f.fileno())
-                manifest = self.store.ingest(f, sink, progress)  # type: ignore[arg-type]
+                manifest = self.store.ingest(f, sink, progress)
                 st2 = os.fstat(f.fileno())
         except FileNotFoundError:
             raise PathError(f"{rel}: vanished while being added") from None
@@ -538,7 +556,12 @@ class Repository:
         ):
             raise PathError(f"{rel}: changed while being added; add it again")
         entry = IndexEntry(
-            manifest.id, st.st_size, _mode_of(st), st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+            manifest.id,
+            st.st_size,
+            _mode_of(st),
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            st.st_ino,
             recorded,
         )
         return entry, manifest
@@ -660,7 +683,9 @@ class Repository:
                 dirs.setdefault("/".join(parts[:i]), [])
         for p, ie in index.items():
             parent, _, name = p.rpartition("/")
-            dirs[parent].append(TreeEntry(check_name(name), False, ie.mode, ie.size, ie.manifest_id))
+            dirs[parent].append(
+                TreeEntry(check_name(name), False, ie.mode, ie.size, ie.manifest_id)
+            )
         # deepest first, so each directory's subtrees exist before its own tree is written
         root: ObjectId | None = None
         for d in sorted(dirs, key=lambda d: d.count("/") + (1 if d else 0), reverse=True):
@@ -744,8 +769,11 @@ class Repository:
         path_list = [p for p in (paths or [])]
         if path_list:
             wanted = [self.relpath(p) if to is None else p.strip("/") for p in path_list]
-            sel = {p: e for p, e in files.items()
-                   if any(p == w or p.startswith(w + "/") or not w for w in wanted)}
+            sel = {
+                p: e
+                for p, e in files.items()
+                if any(p == w or p.startswith(w + "/") or not w for w in wanted)
+            }
             for w in wanted:
                 if not any(p == w or p.startswith(w + "/") or not w for p in files):
                     raise PathError(f"{w}: not in {rev}")
@@ -761,8 +789,13 @@ class Repository:
             return self._checkout_inplace(rev, target, files, bool(path_list), force, progress)
 
     def _checkout_inplace(
-        self, rev: str, target: ObjectId, files: dict[str, TreeEntry], partial: bool,
-        force: bool, progress: ProgressFn | None,
+        self,
+        rev: str,
+        target: ObjectId,
+        files: dict[str, TreeEntry],
+        partial: bool,
+        force: bool,
+        progress: ProgressFn | None,
     ) -> dict[str, Any]:
         st = self.status()
         dirty = set(st.modified) | set(st.deleted) | {p for _, p in st.staged}
@@ -775,9 +808,17 @@ class Repository:
             remove = [p for p in index if p not in files]
             touch = set(files) | set(remove)
         if not force:
-            conflicts = sorted(p for p in touch if p in dirty and (
-                p not in files or p not in index or index[p].manifest_id != files[p].id
-                or p in st.modified))
+            conflicts = sorted(
+                p
+                for p in touch
+                if p in dirty
+                and (
+                    p not in files
+                    or p not in index
+                    or index[p].manifest_id != files[p].id
+                    or p in st.modified
+                )
+            )
             clobber = sorted(p for p in files if p in set(st.untracked))
             if conflicts or clobber:
                 bad = (conflicts + clobber)[:5]
@@ -841,7 +882,9 @@ class Repository:
         for name in parts[:-1]:
             cur = cur / name
             if cur.is_symlink():
-                raise PathError(f"{rel}: a parent folder is a symlink; refusing to write through it")
+                raise PathError(
+                    f"{rel}: a parent folder is a symlink; refusing to write through it"
+                )
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -855,7 +898,7 @@ class Repository:
                 for data in self.iter_file(m, rel):
                     view = memoryview(data)
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                     if progress is not None:
                         progress(len(data))
                 os.fchmod(fd, e.mode)
@@ -872,12 +915,14 @@ class Repository:
                 tmp.unlink()
             raise StorageError(f"cannot write {dest}: {exc}") from None
         st = os.lstat(dest)
-        return IndexEntry(e.id, st.st_size, e.mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
-                          recorded)
+        return IndexEntry(
+            e.id, st.st_size, e.mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, recorded
+        )
 
-    def restore(self, paths: Iterable[str], *, staged: bool = False,
-                source: str | None = None) -> list[str]:
-        """Like git restore: the working file from the index, or (``staged``) the index from HEAD."""
+    def restore(
+        self, paths: Iterable[str], *, staged: bool = False, source: str | None = None
+    ) -> list[str]:
+        """Like git restore: working files from the index, or (``staged``) the index from HEAD."""
         rels = [self.relpath(p) for p in paths]
         done: list[str] = []
         with self.lock:
@@ -891,6 +936,7 @@ class Repository:
                 return [p for p in d if p == rel or p.startswith(rel + "/") or not rel]
 
             if staged:
+
                 def fn(txn: Txn) -> None:
                     for rel in rels:
                         hits = set(sel(index, rel)) | set(sel(src_files, rel))
@@ -902,11 +948,16 @@ class Repository:
                                 txn.delete("index", p.encode())
                             else:
                                 old = index.get(p)
-                                ie = IndexEntry(e.id, e.size, e.mode, 0, 0, 0, 0) if (
-                                    old is None) else IndexEntry(
-                                    e.id, e.size, e.mode, old.mtime_ns, old.ctime_ns, old.ino, 0)
+                                ie = (
+                                    IndexEntry(e.id, e.size, e.mode, 0, 0, 0, 0)
+                                    if (old is None)
+                                    else IndexEntry(
+                                        e.id, e.size, e.mode, old.mtime_ns, old.ctime_ns, old.ino, 0
+                                    )
+                                )
                                 txn.put("index", p.encode(), ie.encode())
                             done.append(p)
+
                 self.db.write(fn)
                 return done
             new_entries: dict[str, IndexEntry] = {}
@@ -925,8 +976,11 @@ class Repository:
                         new_entries[p] = written
                     done.append(p)
             if new_entries:
-                self.db.write(lambda txn: [txn.put("index", p.encode(), ie.encode())
-                                           for p, ie in new_entries.items()])
+                self.db.write(
+                    lambda txn: [
+                        txn.put("index", p.encode(), ie.encode()) for p, ie in new_entries.items()
+                    ]
+                )
         return done
 
     # -- accounting -------------------------------------------------------------------------

@@ -11,10 +11,12 @@ from hypothesis import HealthCheck, settings
 
 from modelstore.chunker import ChunkerParams, splitmix64_bytes
 
-settings.register_profile("ci", max_examples=300, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("deep", max_examples=5000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "deep", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
@@ -52,7 +54,7 @@ def data() -> type:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Iterator["object"]:
+def repo(tmp_path: Path) -> Iterator[object]:
     """A fresh repository with tiny chunks and packs, its working tree in tmp_path/work."""
     from modelstore import Repository
 

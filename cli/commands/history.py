@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from modelstore.cli.render import emit_json, human_size, say
+from ..render import emit_json, human_size, say
 
 __all__ = ["COMMANDS"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from modelstore.cli.render import emit_json, human_size, progress, say
+from ..render import emit_json, human_size, progress, say
 
 __all__ = ["COMMANDS"]
 
@@ -21,8 +21,7 @@ def init(path: str, as_json: bool) -> None:
     repo = api.init(path)
     try:
         if as_json:
-            emit_json({"path": str(repo.workdir), "repo_id": repo.config.repo_id,
-                       "branch": "main"})
+            emit_json({"path": str(repo.workdir), "repo_id": repo.config.repo_id, "branch": "main"})
         else:
             say(f"Initialized empty modelstore repository in {repo.ms_dir}")
     finally:
@@ -42,8 +41,10 @@ def add(paths: tuple[str, ...], quiet: bool, as_json: bool) -> None:
     if as_json:
         emit_json(res.to_json())
     elif not quiet:
-        say(f"added {len(res.added)} file(s), {human_size(res.bytes_read)} read, "
-            f"{human_size(res.new_bytes)} new in store; {len(res.unchanged)} unchanged")
+        say(
+            f"added {len(res.added)} file(s), {human_size(res.bytes_read)} read, "
+            f"{human_size(res.new_bytes)} new in store; {len(res.unchanged)} unchanged"
+        )
 
 
 @click.command()
@@ -68,7 +69,11 @@ def status(short: bool, as_json: bool) -> None:
         for p in st.untracked:
             say(f"?? {p}")
         return
-    where = f"On branch {st.branch}" if st.branch else f"HEAD detached at {st.head.hex()[:12] if st.head else '?'}"
+    where = (
+        f"On branch {st.branch}"
+        if st.branch
+        else f"HEAD detached at {st.head.hex()[:12] if st.head else '?'}"
+    )
     say(where)
     if st.head is None:
         say("No commits yet")
@@ -110,12 +115,17 @@ def commit(message: str, author: str | None, allow_empty: bool, as_json: bool) -
 @click.argument("rev")
 @click.argument("paths", nargs=-1)
 @click.option("-f", "--force", is_flag=True, help="Overwrite local changes.")
-@click.option("--to", "to", type=click.Path(file_okay=False),
-              help="Write REV's files into this folder instead (the repository is untouched).")
+@click.option(
+    "--to",
+    "to",
+    type=click.Path(file_okay=False),
+    help="Write REV's files into this folder instead (the repository is untouched).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @json_opt
-def checkout(rev: str, paths: tuple[str, ...], force: bool, to: str | None, quiet: bool,
-             as_json: bool) -> None:
+def checkout(
+    rev: str, paths: tuple[str, ...], force: bool, to: str | None, quiet: bool, as_json: bool
+) -> None:
     """Restore the working tree (or just PATHS) to REV."""
     from modelstore import api
 
