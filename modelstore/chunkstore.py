@@ -18,17 +18,15 @@ after ``ChunkSink.close`` returns. Every chunk read back is checked against its 
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 import threading
 import time
 from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from blake3 import blake3
 
@@ -39,6 +37,9 @@ from modelstore.ids import ChunkId
 from modelstore.metadb import MetaDB, Txn
 from modelstore.objects import FileManifest
 from modelstore.pack import PackEntry, PackWriter
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["CHUNK_LOC", "ChunkLoc", "ChunkSink", "ChunkStore", "StoreStats"]
 
@@ -94,6 +95,8 @@ class ChunkSink:
         self.store = store
         self.pending: set[bytes] = set()
         self._writer: PackWriter | None = None
+        from concurrent.futures import ThreadPoolExecutor  # lazy: status needs no threads
+
         self._finisher = ThreadPoolExecutor(1, thread_name_prefix="ms-pack")
         self._finishing: deque[Future[None]] = deque()
         self.new_chunks = 0
@@ -106,7 +109,7 @@ class ChunkSink:
         self.pending.add(chunk_id)
         w = self._writer
         if w is None:
-            w = self._writer = PackWriter(self.store.tmp_dir, secrets.token_hex(8))
+            w = self._writer = PackWriter(self.store.tmp_dir, os.urandom(8).hex())
         w.add(ChunkId(chunk_id), codec, payload, raw_len)
         self.new_chunks += 1
         self.new_bytes += 1 + len(payload)
@@ -173,6 +176,8 @@ class ChunkStore:
     def pool(self) -> ThreadPoolExecutor:
         """The shared worker pool (created on first use, never across fork)."""
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ms-chunk")
         return self._pool
 
@@ -317,7 +322,7 @@ class ChunkStore:
             for end in ends:
                 piece = view[start:end]
                 cid = blake3(piece).digest()
-                if cid in pending or txn.has("chunks", cid):
+                if cid in pending or txn.get("chunks", cid) is not None:
                     out.append((cid, end - start, -1, None))
                 else:
                     codec, payload = compress_chunk(piece)
@@ -338,6 +343,8 @@ class ChunkStore:
         inflight: deque[
             tuple[Future[list[tuple[bytes, int, int, bytes | memoryview | None]]], Future[None]]
         ] = deque()
+        from concurrent.futures import ThreadPoolExecutor
+
         hasher_pool = ThreadPoolExecutor(1, thread_name_prefix="ms-filehash")
         pool = self.pool
         size = 0

@@ -17,7 +17,6 @@ import contextlib
 import getpass
 import io
 import os
-import socket
 import stat as statmod
 import time
 from bisect import bisect_right
@@ -147,7 +146,7 @@ def _mode_of(st: os.stat_result) -> int:
 
 def _author() -> str:
     name = os.environ.get("MS_AUTHOR") or getpass.getuser()
-    return f"{name}@{socket.gethostname()}" if "@" not in name else name
+    return name if "@" in name else f"{name}@{os.uname().nodename}"
 
 
 class Repository:
