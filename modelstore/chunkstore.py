@@ -32,7 +32,12 @@ from blake3 import blake3
 
 from modelstore.chunker import Chunker, ChunkerParams
 from modelstore.compress import compress_chunk, decompress_chunk
-from modelstore.errors import CorruptObjectError, ObjectNotFoundError, StorageError
+from modelstore.errors import (
+    CorruptObjectError,
+    FormatError,
+    ObjectNotFoundError,
+    StorageError,
+)
 from modelstore.ids import ChunkId
 from modelstore.metadb import MetaDB, Txn
 from modelstore.objects import FileManifest
@@ -84,6 +89,8 @@ class StoreStats:
 
 
 def _decode_loc(raw: bytes) -> ChunkLoc:
+    if len(raw) != CHUNK_LOC.size or raw[0] != 1:
+        raise FormatError("chunk index entry has an unknown version or size (upgrade ms?)")
     _, pack_id, off, stored, rawlen, codec = CHUNK_LOC.unpack(raw)
     return ChunkLoc(pack_id, off, stored, rawlen, codec)
 

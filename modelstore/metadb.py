@@ -30,9 +30,10 @@ T = TypeVar("T")
 
 #: sub-databases (docs/FORMAT.md §10).
 DBS = ("meta", "objects", "chunks", "packs", "refs", "index", "reflog")
-#: initial map size: virtual address space only (the file grows as data is written).
-INITIAL_MAP_SIZE = 1 << 34
-MAX_MAP_SIZE = 1 << 42
+#: initial map size: virtual address space only (the file grows as data is written). Large,
+#: because growing the map is only safe while no transaction is open in this process.
+INITIAL_MAP_SIZE = 1 << 40
+MAX_MAP_SIZE = 1 << 44
 
 
 class Txn:

@@ -5,7 +5,7 @@ A repository is a working tree with a ``.ms`` directory in it::
     .ms/FORMAT      format version, read before anything else
     .ms/meta/       the LMDB environment (config, objects, chunk index, refs, staging index)
     .ms/packs/xx/   pack files
-    .ms/tmp/        packs being written (leftovers are removed on the next write)
+    .ms/tmp/        packs being written (a crashed writer's leftovers are removed by the next add)
     .ms/lock        the writer lock
 
 Writers (add, rm, restore, commit, checkout) hold the lock; readers never take it.
@@ -59,6 +59,7 @@ from modelstore.objects import (
     decode_object,
     encode_object,
 )
+from modelstore.pack import fsync_dir
 
 __all__ = [
     "MS_DIR",
@@ -174,6 +175,7 @@ class Repository:
             self.ms_dir, self.db, self.config.chunker, self.config.pack_size, threads
         )
         self.lock = RepoLock(self.ms_dir / "lock")
+        self._dirty_dirs: set[Path] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
@@ -208,8 +210,12 @@ class Repository:
         db.write(setup)
         # FORMAT last: a half-made repository is not mistaken for a real one
         tmp = ms / "FORMAT.tmp"
-        tmp.write_text(FORMAT_FILE_TEXT)
+        with open(tmp, "w") as f:
+            f.write(FORMAT_FILE_TEXT)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, ms / "FORMAT")
+        fsync_dir(ms)
         return cls(workdir, threads=threads)
 
     @classmethod
@@ -243,6 +249,16 @@ class Repository:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the writer lock, after checking this ms may write this repository's format."""
+        with self.db.read() as txn:
+            raw = txn.get("meta", b"config")
+        if raw is not None:
+            RepoConfig.decode(raw, for_write=True)
+        with self.lock:
+            yield
 
     # -- objects ----------------------------------------------------------------------------
     def _get(self, txn: Txn, oid: bytes) -> Any:
@@ -482,6 +498,7 @@ class Repository:
         seen: set[str] = set()
         for p in paths:
             rel = self.relpath(p)
+            _check_repo_path(rel)
             full = self._abs(rel)
             try:
                 st = os.lstat(full)
@@ -489,6 +506,7 @@ class Repository:
                 raise PathError(f"{p}: no such file or directory") from None
             if statmod.S_ISDIR(st.st_mode):
                 for sub, sst in self._walk(rel, ignored):
+                    _check_repo_path(sub)
                     if sub not in seen:
                         seen.add(sub)
                         todo.append((sub, sst))
@@ -499,7 +517,7 @@ class Repository:
             else:
                 raise PathError(f"{p}: not a regular file or folder (symlinks are not tracked)")
         result: dict[str, Any] = {"added": [], "unchanged": [], "bytes_read": 0, "new_bytes": 0}
-        with self.lock:
+        with self._writing():
             self._clean_tmp()
             with self.db.read() as txn:
                 index = {
@@ -577,9 +595,10 @@ class Repository:
         """Unstage paths (and delete them from the working tree unless ``cached``)."""
         rels = [self.relpath(p) for p in paths]
         removed: list[str] = []
-        with self.lock:
+        with self._writing():
 
             def fn(txn: Txn) -> None:
+                removed.clear()  # the DB may run fn again (map growth)
                 index = self._index(txn)
                 for rel in rels:
                     hits = [p for p in index if p == rel or p.startswith(rel + "/") or not rel]
@@ -670,7 +689,7 @@ class Repository:
             refs.set_if_equals(txn, refs.HEAD, parent, oid)
             return oid
 
-        with self.lock:
+        with self._writing():
             oid: ObjectId = self.db.write(fn)
         return oid
 
@@ -783,8 +802,9 @@ class Repository:
             for p, e in sorted(files.items()):
                 self._write_file(dest, p, e, progress)
                 written += 1
+            self._sync_dirs()
             return {"commit": target.hex(), "written": written, "to": str(dest)}
-        with self.lock:
+        with self._writing():
             return self._checkout_inplace(rev, target, files, bool(path_list), force, progress)
 
     def _checkout_inplace(
@@ -840,6 +860,7 @@ class Repository:
             with contextlib.suppress(FileNotFoundError):
                 self._abs(p).unlink()
             self._prune_dirs(p)
+        self._sync_dirs()
         branch = None
         if not partial:
             with self.db.read() as txn:
@@ -859,6 +880,13 @@ class Repository:
 
         self.db.write(fn)
         return {"commit": target.hex(), "written": written, "removed": len(remove)}
+
+    def _sync_dirs(self) -> None:
+        """Make the renames of written files durable: one fsync per folder touched."""
+        dirs, self._dirty_dirs = self._dirty_dirs, set()
+        for d in dirs:
+            with contextlib.suppress(OSError):
+                fsync_dir(d)
 
     def _prune_dirs(self, rel: str) -> None:
         parts = rel.split("/")[:-1]
@@ -905,6 +933,7 @@ class Repository:
             finally:
                 os.close(fd)
             os.replace(tmp, dest)
+            self._dirty_dirs.add(parent)
         except MsError:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -924,7 +953,7 @@ class Repository:
         """Like git restore: working files from the index, or (``staged``) the index from HEAD."""
         rels = [self.relpath(p) for p in paths]
         done: list[str] = []
-        with self.lock:
+        with self._writing():
             with self.db.read() as txn:
                 index = self._index(txn)
                 _, head = refs.resolve_ref(txn, refs.HEAD)
@@ -937,6 +966,7 @@ class Repository:
             if staged:
 
                 def fn(txn: Txn) -> None:
+                    done.clear()  # the DB may run fn again (map growth)
                     for rel in rels:
                         hits = set(sel(index, rel)) | set(sel(src_files, rel))
                         if not hits:
@@ -974,6 +1004,7 @@ class Repository:
                     if not source:
                         new_entries[p] = written
                     done.append(p)
+            self._sync_dirs()
             if new_entries:
                 self.db.write(
                     lambda txn: [
@@ -1016,6 +1047,18 @@ class Repository:
             "objects": objects,
             "dedup_ratio": round(logical / s.stored_bytes, 3) if s.stored_bytes else None,
         }
+
+
+def _check_repo_path(rel: str) -> None:
+    """Refuse a path that could not be stored in a tree (and read back) safely."""
+    for name in rel.split("/") if rel else []:
+        try:
+            check_name(name)
+        except FormatError:
+            raise PathError(
+                f"{rel}: the name {name!r} cannot be tracked (no control characters, "
+                "backslashes, '.ms', '.' or '..'; at most 255 bytes)"
+            ) from None
 
 
 def _split_path(path: str) -> list[str]:
