@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,33 +65,6 @@ class PackEntry:
     codec: int
 
 
-def _load_sync_file_range() -> Callable[[int, int, int], None]:
-    """``sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE)`` where Linux has it, else a no-op.
-
-    It starts writeback of a written range without waiting, so that by the time a pack is
-    fsynced most of it is already on disk: the flush overlaps chunking and compression
-    instead of stalling at the end (the same reason ``cp`` + ``sync`` is slower than it looks).
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.sync_file_range
-        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        return lambda fd, off, n: None
-
-    def start_writeback(fd: int, off: int, n: int) -> None:
-        fn(fd, off, n, 2)  # SYNC_FILE_RANGE_WRITE; failures only mean no head start
-
-    return start_writeback
-
-
-_start_writeback = _load_sync_file_range()
-#: start writeback every this many bytes written to a pack
-WRITEBACK_STEP = 8 << 20
-
-
 def fsync_dir(path: Path) -> None:
     """Make a rename or create in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -113,7 +86,6 @@ class PackWriter:
         self._h = blake3(derive_key_context=KIND_CONTEXTS["pack"])
         self.entries: list[PackEntry] = []
         self.size = 0
-        self._synced = 0
         self._write(HEADER.pack(PACK_MAGIC, PACK_VERSION, bytes(9)))
 
     def _write(self, *parts: bytes | bytearray | memoryview) -> None:
@@ -124,9 +96,6 @@ class PackWriter:
             self._h.update(p)
             total += len(p)
         done = os.writev(self._fd, parts)
-        if self.size + total - self._synced >= WRITEBACK_STEP:
-            _start_writeback(self._fd, self._synced, self.size + total - self._synced)
-            self._synced = self.size + total
         if done != total:  # a short write (rare: signals, full disk): finish it piecewise
             rest = b"".join(bytes(p) for p in parts)[done:]
             while rest:
