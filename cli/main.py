@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return (and exit with) its exit code."""
     debug = bool(os.environ.get("MS_DEBUG"))
     try:
-        cli.main(args=argv, prog_name="ms", standalone_mode=False)
-        code = 0
+        rv = cli.main(args=argv, prog_name="ms", standalone_mode=False)
+        # without standalone mode click returns the code of a ctx.exit()/Exit instead
+        code = rv if isinstance(rv, int) else 0
     except MsError as exc:
         if debug:
             raise

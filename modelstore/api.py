@@ -18,6 +18,8 @@ from modelstore.chunker import ChunkerParams
 from modelstore.errors import BadArgumentError, PathError
 from modelstore.objects import Commit
 from modelstore.repository import Repository, Status
+from modelstore.verify import VerifyReport
+from modelstore.verify import verify as _verify
 
 __all__ = [
     "AddResult",
@@ -38,6 +40,7 @@ __all__ = [
     "show",
     "stats",
     "status",
+    "verify",
 ]
 
 RepoLike = Repository | str | os.PathLike[str]
@@ -263,3 +266,25 @@ def stats(repo: RepoLike) -> dict[str, Any]:
     """Logical bytes vs stored bytes, chunk and pack counts."""
     with open_repo(repo) as r:
         return r.stats()
+
+
+def verify(
+    repo: RepoLike, *, read_data: bool = False, progress: ProgressFn | None = None
+) -> VerifyReport:
+    """Check every reachable object, chunk and pack; ``read_data`` also hashes every chunk."""
+    with open_repo(repo) as r:
+        return _verify(r, read_data=read_data, progress=progress)
+
+
+def verify_json(rep: VerifyReport) -> dict[str, Any]:
+    """JSON form of a verify report."""
+    return {
+        "ok": rep.ok,
+        "commits": rep.commits,
+        "trees": rep.trees,
+        "files": rep.files,
+        "packs": rep.packs,
+        "chunks_checked": rep.chunks_checked,
+        "chunks_read": rep.chunks_read,
+        "problems": [asdict(p) for p in rep.problems],
+    }

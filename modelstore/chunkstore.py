@@ -46,7 +46,15 @@ from modelstore.pack import PackEntry, PackWriter
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
-__all__ = ["CHUNK_LOC", "ChunkLoc", "ChunkSink", "ChunkStore", "StoreStats"]
+__all__ = [
+    "CHUNK_LOC",
+    "PACK_REC",
+    "ChunkLoc",
+    "ChunkSink",
+    "ChunkStore",
+    "StoreStats",
+    "decode_loc",
+]
 
 #: chunk index value: version u8 | pack id (32) | offset u64 | stored len u32 | raw len u32 |
 #: codec u8
@@ -62,8 +70,7 @@ ProgressFn = Callable[[int], None]
 class Readable(Protocol):
     """What ingest needs from a stream: ``readinto`` (raw files, BufferedReader, BytesIO)."""
 
-    def readinto(self, buffer: memoryview, /) -> int | None:
-        ...
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,8 @@ class StoreStats:
     pack_bytes: int
 
 
-def _decode_loc(raw: bytes) -> ChunkLoc:
+def decode_loc(raw: bytes) -> ChunkLoc:
+    """Parse a chunk index value, refusing unknown versions."""
     if len(raw) != CHUNK_LOC.size or raw[0] != 1:
         raise FormatError("chunk index entry has an unknown version or size (upgrade ms?)")
     _, pack_id, off, stored, rawlen, codec = CHUNK_LOC.unpack(raw)
@@ -242,7 +250,7 @@ class ChunkStore:
     def locate(self, txn: Txn, chunk_id: bytes) -> ChunkLoc | None:
         """The location of a chunk, or None."""
         raw = txn.get("chunks", chunk_id)
-        return None if raw is None else _decode_loc(raw)
+        return None if raw is None else decode_loc(raw)
 
     def has(self, txn: Txn, chunk_id: bytes) -> bool:
         """Whether the chunk is indexed."""
@@ -419,7 +427,7 @@ class ChunkStore:
             chunks = txn.items("chunks")
             packs = txn.items("packs")
         for _, v in chunks:
-            loc = _decode_loc(v)
+            loc = decode_loc(v)
             raw += loc.raw_len
             stored += loc.stored_len
         pack_bytes = sum(PACK_REC.unpack(v)[1] for _, v in packs)

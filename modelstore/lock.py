@@ -70,9 +70,14 @@ class RepoLock:
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
-        os.ftruncate(fd, 0)
         cmd = " ".join(os.path.basename(a) for a in sys.argv[:2]) or "python"
-        os.pwrite(fd, f"pid {os.getpid()} ({cmd})\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} ({cmd})\n".encode(), 0)
+        except OSError:
+            # the note is only a hint for waiters; on a full disk the lock must still work,
+            # or `ms gc` could not run to free space
+            pass
         self._fd = fd
         self._depth = 1
 

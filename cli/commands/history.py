@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..render import emit_json, human_size, say
+from ..render import emit_json, human_size, progress, say
 
 __all__ = ["COMMANDS"]
 
@@ -116,4 +116,33 @@ def stats(as_json: bool) -> None:
         say(f"space saving:   {s['dedup_ratio']}x")
 
 
-COMMANDS = [log, show, ls_cmd, cat, stats]
+@click.command()
+@click.option("--read-data", is_flag=True, help="Also read and hash every stored chunk.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@json_opt
+def verify(read_data: bool, quiet: bool, as_json: bool) -> None:
+    """Check that every commit, tree, file, chunk and pack is present and intact.
+
+    Exits 0 when the repository is healthy and 13 when anything is damaged or missing.
+    """
+    from modelstore import api
+
+    with progress(None, "verify", read_data and not (quiet or as_json)) as cb:
+        rep = api.verify(".", read_data=read_data, progress=cb)
+    if as_json:
+        emit_json(api.verify_json(rep))
+    else:
+        for p in rep.problems:
+            say(f"{p.kind}: {p.detail}" + (f" ({p.where})" if p.where else ""), err=True)
+        what = (
+            f"{rep.commits} commit(s), {rep.trees} tree(s), {rep.files} file(s), "
+            f"{rep.chunks_checked} chunk reference(s), {rep.packs} pack(s)"
+        )
+        if read_data:
+            what += f", {rep.chunks_read} chunk(s) read and hashed"
+        say(f"checked {what}: " + ("no problems" if rep.ok else f"{len(rep.problems)} problem(s)"))
+    if not rep.ok:
+        raise click.exceptions.Exit(13)
+
+
+COMMANDS = [log, show, ls_cmd, cat, stats, verify]
