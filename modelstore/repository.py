@@ -735,6 +735,10 @@ class Repository:
     # -- reading files ----------------------------------------------------------------------
     def file_manifest(self, rev: str, path: str) -> FileManifest:
         """The manifest of ``path`` in commit ``rev``."""
+        return self._file_at(rev, path)[1]
+
+    def _file_at(self, rev: str, path: str) -> tuple[str, FileManifest]:
+        """``(where, manifest)``: where names the path and commit, for error messages."""
         with self.db.read() as txn:
             cid = self._resolve(txn, rev)
             e = self.lookup(cid, path, txn)
@@ -742,12 +746,12 @@ class Repository:
                 raise PathError(f"{path}: not in {rev}")
             if e.is_dir:
                 raise PathError(f"{path}: is a directory in {rev}")
-            return self.get_manifest(e.id, txn)
+            return f"{path} in commit {cid.hex()[:12]}", self.get_manifest(e.id, txn)
 
     def open_file(self, path: str, rev: str = "HEAD") -> ChunkedFile:
         """A seekable, read-only file over ``path`` at ``rev``; reads chunks lazily, verified."""
-        m = self.file_manifest(rev, path.strip("/"))
-        return ChunkedFile(self.store, m, f"{rev}:{path}")
+        where, m = self._file_at(rev, path.strip("/"))
+        return ChunkedFile(self.store, m, where)
 
     def iter_file(self, manifest: FileManifest, where: str = "") -> Iterator[bytes]:
         """Yield a file's bytes chunk by chunk, verified, and check the whole-file hash."""
@@ -763,9 +767,9 @@ class Repository:
 
     def cat(self, rev: str, path: str, out: BinaryIO) -> int:
         """Stream one file of a commit to ``out``; return the bytes written."""
-        m = self.file_manifest(rev, path.strip("/"))
+        where, m = self._file_at(rev, path.strip("/"))
         n = 0
-        for data in self.iter_file(m, f"{rev}:{path}"):
+        for data in self.iter_file(m, where):
             out.write(data)
             n += len(data)
         return n
@@ -800,7 +804,7 @@ class Repository:
             dest = Path(to).absolute()
             written = 0
             for p, e in sorted(files.items()):
-                self._write_file(dest, p, e, progress)
+                self._write_file(dest, p, e, progress, target)
                 written += 1
             self._sync_dirs()
             return {"commit": target.hex(), "written": written, "to": str(dest)}
@@ -854,7 +858,7 @@ class Repository:
                 with contextlib.suppress(OSError):
                     if cur.matches(os.lstat(self._abs(p))):
                         continue
-            new_entries[p] = self._write_file(self.workdir, p, e, progress)
+            new_entries[p] = self._write_file(self.workdir, p, e, progress, target)
             written += 1
         for p in remove:
             with contextlib.suppress(FileNotFoundError):
@@ -896,7 +900,12 @@ class Repository:
             parts.pop()
 
     def _write_file(
-        self, root: Path, rel: str, e: TreeEntry, progress: ProgressFn | None
+        self,
+        root: Path,
+        rel: str,
+        e: TreeEntry,
+        progress: ProgressFn | None,
+        commit: bytes | None = None,
     ) -> IndexEntry:
         """Stream a file into a temporary name beside its target, fsync, rename into place."""
         parts = rel.split("/")
@@ -922,7 +931,8 @@ class Repository:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, e.mode)
             try:
-                for data in self.iter_file(m, rel):
+                where = f"{rel} in commit {commit.hex()[:12]}" if commit else rel
+                for data in self.iter_file(m, where):
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view) :]
