@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import click
 
-__all__ = ["emit_json", "human_size", "progress", "say"]
+__all__ = ["Bar", "emit_json", "human_size", "progress", "say"]
 
 
 def emit_json(value: Any) -> None:
@@ -35,16 +35,31 @@ def human_size(n: int | float | None) -> str:
     return f"{x:.1f} PiB"  # pragma: no cover
 
 
+class Bar:
+    """Callbacks for the library: ``update(n)`` advances, ``set_total(n)`` sets the size."""
+
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+
+    def update(self, n: int) -> None:
+        """Advance by ``n`` bytes."""
+        self._bar.update(n)
+
+    def set_total(self, total: int) -> None:
+        """Set the total once it is known (shows the rate and the ETA)."""
+        self._bar.reset(total=total)
+
+
 @contextmanager
-def progress(total: int | None, desc: str, enabled: bool) -> Iterator[Callable[[int], None] | None]:
-    """A tqdm byte-progress bar on stderr when it is a terminal, else nothing."""
+def progress(desc: str, enabled: bool) -> Iterator[Bar | None]:
+    """A tqdm byte-progress bar (bytes, rate, ETA) on stderr when it is a terminal."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
     from tqdm import tqdm
 
     with tqdm(
-        total=total,
+        total=None,
         desc=desc,
         unit="B",
         unit_scale=True,
@@ -53,4 +68,4 @@ def progress(total: int | None, desc: str, enabled: bool) -> Iterator[Callable[[
         leave=False,
         dynamic_ncols=True,
     ) as bar:
-        yield bar.update
+        yield Bar(bar)

@@ -139,12 +139,17 @@ def init(
     return Repository.init(path, chunker=chunker, pack_size=pack_size)
 
 
-def add(repo: RepoLike, paths: list[str], progress: ProgressFn | None = None) -> AddResult:
-    """Stage files and folders."""
+def add(
+    repo: RepoLike,
+    paths: list[str],
+    progress: ProgressFn | None = None,
+    on_total: ProgressFn | None = None,
+) -> AddResult:
+    """Stage files and folders; ``progress(n)`` per bytes read, ``on_total(bytes)`` once."""
     if not paths:
         raise BadArgumentError("nothing to add (give files or folders)")
     with open_repo(repo) as r:
-        res = r.add(paths, progress)
+        res = r.add(paths, progress, on_total)
     return AddResult(res["added"], res["unchanged"], res["bytes_read"], res["new_bytes"])
 
 
@@ -238,10 +243,11 @@ def checkout(
     force: bool = False,
     to: str | None = None,
     progress: ProgressFn | None = None,
+    on_total: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Restore the working tree, some paths, or a separate folder to ``rev``."""
     with open_repo(repo) as r:
-        return r.checkout(rev, paths, force=force, to=to, progress=progress)
+        return r.checkout(rev, paths, force=force, to=to, progress=progress, on_total=on_total)
 
 
 def rm(repo: RepoLike, paths: list[str], *, cached: bool = False) -> list[str]:

@@ -486,7 +486,10 @@ class Repository:
         return {k.decode(): IndexEntry.decode(v) for k, v in txn.items("index")}
 
     def add(
-        self, paths: Iterable[str | os.PathLike[str]], progress: ProgressFn | None = None
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        progress: ProgressFn | None = None,
+        on_total: ProgressFn | None = None,
     ) -> dict[str, Any]:
         """Stage files and folders (honouring .msignore); return what happened.
 
@@ -526,6 +529,14 @@ class Repository:
                     if (v := txn.get("index", r.encode())) is not None
                 }
             staged: list[tuple[str, IndexEntry, FileManifest]] = []
+            if on_total is not None:
+                on_total(
+                    sum(
+                        st.st_size
+                        for rel, st in todo
+                        if not ((old := index.get(rel)) is not None and old.matches(st))
+                    )
+                )
             sink = self.store.sink()
             try:
                 for rel, st in todo:
@@ -783,6 +794,7 @@ class Repository:
         force: bool = False,
         to: str | os.PathLike[str] | None = None,
         progress: ProgressFn | None = None,
+        on_total: ProgressFn | None = None,
     ) -> dict[str, Any]:
         """Restore the working tree (or ``paths``, or a separate folder ``to``) to ``rev``."""
         with self.db.read() as txn:
@@ -802,6 +814,8 @@ class Repository:
             files = sel
         if to is not None:
             dest = Path(to).absolute()
+            if on_total is not None:
+                on_total(sum(e.size for e in files.values()))
             written = 0
             for p, e in sorted(files.items()):
                 self._write_file(dest, p, e, progress, target)
@@ -809,7 +823,9 @@ class Repository:
             self._sync_dirs()
             return {"commit": target.hex(), "written": written, "to": str(dest)}
         with self._writing():
-            return self._checkout_inplace(rev, target, files, bool(path_list), force, progress)
+            return self._checkout_inplace(
+                rev, target, files, bool(path_list), force, progress, on_total
+            )
 
     def _checkout_inplace(
         self,
@@ -819,6 +835,7 @@ class Repository:
         partial: bool,
         force: bool,
         progress: ProgressFn | None,
+        on_total: ProgressFn | None = None,
     ) -> dict[str, Any]:
         st = self.status()
         dirty = set(st.modified) | set(st.deleted) | {p for _, p in st.staged}
@@ -842,7 +859,8 @@ class Repository:
                     or p in st.modified
                 )
             )
-            clobber = sorted(p for p in files if p in set(st.untracked))
+            untracked = set(st.untracked)
+            clobber = sorted(p for p in files if p in untracked)
             if conflicts or clobber:
                 bad = (conflicts + clobber)[:5]
                 raise UncommittedChangesError(
@@ -850,16 +868,20 @@ class Repository:
                     f"{' ...' if len(conflicts) + len(clobber) > 5 else ''}; commit them, "
                     "or pass --force"
                 )
-        new_entries: dict[str, IndexEntry] = {}
-        written = 0
+        todo: list[tuple[str, TreeEntry]] = []
         for p, e in sorted(files.items()):
             cur = index.get(p)
             if cur is not None and cur.manifest_id == e.id and cur.mode == e.mode:
                 with contextlib.suppress(OSError):
                     if cur.matches(os.lstat(self._abs(p))):
-                        continue
+                        continue  # already there: the stat cache says so
+            todo.append((p, e))
+        if on_total is not None:
+            on_total(sum(e.size for _, e in todo))
+        new_entries: dict[str, IndexEntry] = {}
+        for p, e in todo:
             new_entries[p] = self._write_file(self.workdir, p, e, progress, target)
-            written += 1
+        written = len(todo)
         for p in remove:
             with contextlib.suppress(FileNotFoundError):
                 self._abs(p).unlink()

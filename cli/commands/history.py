@@ -127,8 +127,8 @@ def verify(read_data: bool, quiet: bool, as_json: bool) -> None:
     """
     from modelstore import api
 
-    with progress(None, "verify", read_data and not (quiet or as_json)) as cb:
-        rep = api.verify(".", read_data=read_data, progress=cb)
+    with progress("verify", read_data and not (quiet or as_json)) as bar:
+        rep = api.verify(".", read_data=read_data, progress=bar.update if bar else None)
     if as_json:
         emit_json(api.verify_json(rep))
     else:

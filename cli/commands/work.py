@@ -36,8 +36,13 @@ def add(paths: tuple[str, ...], quiet: bool, as_json: bool) -> None:
     """Stage files and folders (honours .msignore); unchanged files are not re-read."""
     from modelstore import api
 
-    with progress(None, "add", not (quiet or as_json)) as cb:
-        res = api.add(".", list(paths), progress=cb)
+    with progress("add", not (quiet or as_json)) as bar:
+        res = api.add(
+            ".",
+            list(paths),
+            progress=bar.update if bar else None,
+            on_total=bar.set_total if bar else None,
+        )
     if as_json:
         emit_json(res.to_json())
     elif not quiet:
@@ -129,8 +134,16 @@ def checkout(
     """Restore the working tree (or just PATHS) to REV."""
     from modelstore import api
 
-    with progress(None, "checkout", not (quiet or as_json)) as cb:
-        res = api.checkout(".", rev, list(paths) or None, force=force, to=to, progress=cb)
+    with progress("checkout", not (quiet or as_json)) as bar:
+        res = api.checkout(
+            ".",
+            rev,
+            list(paths) or None,
+            force=force,
+            to=to,
+            progress=bar.update if bar else None,
+            on_total=bar.set_total if bar else None,
+        )
     if as_json:
         emit_json(res)
     elif not quiet:
