@@ -7,7 +7,7 @@ differs from the base file only inside the reported tensors (same offsets, same 
 
 Memory stays bounded: every tensor is produced in pieces of at most ``PIECE_ELEMS``
 elements (16 MiB of float32), each from its own ``numpy.random.default_rng((seed,
-tensor, piece, ...))``, on a few worker threads with reused buffers (~130 MB RSS).
+tensor, piece, ...))``, on a few worker threads with reused buffers (~160 MB RSS).
 Values are normal (std 0.02 for weights, 1 for norms); bf16 is the float32 truncated
 to its top 16 bits.
 

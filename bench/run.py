@@ -247,6 +247,16 @@ def _judge(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
+def _median(xs: list[float]) -> float:
+    return sorted(xs)[(len(xs) - 1) // 2]  # lower median: an actual run
+
+
+def _spread(walls: list[float]) -> str:
+    if len(walls) == 1:
+        return f"{walls[0]:.2f} s"
+    return f"median of {len(walls)} runs, {min(walls):.2f}-{max(walls):.2f} s"
+
+
 # --------------------------------------------------------------------------- the bench
 
 
@@ -254,6 +264,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.size: int = parse_size(args.size)
+        self.repeat: int = max(1, args.repeat)
         self.ms: list[str] = shlex.split(args.ms) if args.ms else find_ms()
         self.own_workdir = args.workdir is None
         self.work = Path(args.workdir or tempfile.mkdtemp(prefix="ms-bench-", dir="/tmp"))
@@ -337,30 +348,37 @@ class Bench:
 
     def w_cp(self) -> None:
         dst = self.track(self.work / "cp-dst.safetensors")
-        os.sync()
-        p = run(["sh", "-c", 'cp "$1" "$2" && sync', "sh", str(self.src_v1), str(dst)])
-        dst.unlink(missing_ok=True)
-        os.sync()
-        if not p.ok:
-            self.fail("cp+sync (baseline)", p)
-            return
-        self.cp_mbps = self.mbps(p.wall)
-        self.rows.append(
-            Row("cp+sync (baseline)", self.cp_mbps, "MB/s", note=f"{p.wall:.2f} s", status="INFO")
-        )
+        walls = []
+        for _ in range(self.repeat):
+            os.sync()
+            p = run(["sh", "-c", 'cp "$1" "$2" && sync', "sh", str(self.src_v1), str(dst)])
+            dst.unlink(missing_ok=True)
+            os.sync()
+            if not p.ok:
+                self.fail("cp+sync (baseline)", p)
+                return
+            walls.append(p.wall)
+        wall = _median(walls)
+        self.cp_mbps = self.mbps(wall)
+        self.rows.append(Row("cp+sync (baseline)", self.cp_mbps, "MB/s", note=_spread(walls)))
 
     def w_blake3(self) -> None:
         for threads, label in ((1, "1 thread"), (0, "AUTO threads")):
-            os.sync()
-            p = run([sys.executable, "-c", _BLAKE3_CODE, str(self.src_v1), str(threads)])
-            if not p.ok:
-                self.fail(f"blake3 {label} (baseline)", p)
-                continue
-            v = self.mbps(p.wall)
-            if threads == 1:
-                self.blake3_mbps = v
+            walls = []
+            for _ in range(self.repeat):
+                os.sync()
+                p = run([sys.executable, "-c", _BLAKE3_CODE, str(self.src_v1), str(threads)])
+                if not p.ok:
+                    self.fail(f"blake3 {label} (baseline)", p)
+                    break
+                walls.append(p.wall)
                 self.hashes[self.src_v1] = p.stdout.strip()
-            self.rows.append(Row(f"blake3 {label} (baseline)", v, "MB/s", note=f"{p.wall:.2f} s"))
+            else:
+                v = self.mbps(_median(walls))
+                if threads == 1:
+                    self.blake3_mbps = v
+                name = f"blake3 {label} (baseline)"
+                self.rows.append(Row(name, v, "MB/s", note=_spread(walls)))
 
     def _add_commit(self, name: str, msg: str) -> tuple[Proc, Proc] | None:
         os.sync()
@@ -387,20 +405,25 @@ class Bench:
 
     def w_add(self) -> None:
         name = "add+commit v1 (new data)"
-        if self.repo.exists():
-            shutil.rmtree(self.repo)
         self.track(self.repo)
-        p = run(self.ms_cmd("init", str(self.repo)))
-        if not p.ok:
-            self.fail(name, p)
-            return
-        shutil.copyfile(self.src_v1, self.repo / WORK_FILE)
-        res = self._add_commit(name, "v1")
-        if res is None:
-            return
-        a, c = res
-        self.repo_state = 1
-        wall = a.wall + c.wall
+        runs: list[tuple[float, Proc, Proc, Proc]] = []
+        for _ in range(self.repeat):  # each repetition in a fresh repository
+            if self.repo.exists():
+                shutil.rmtree(self.repo)
+            self.repo_state = 0
+            self.commit_ids.clear()
+            p = run(self.ms_cmd("init", str(self.repo)))
+            if not p.ok:
+                self.fail(name, p)
+                return
+            shutil.copyfile(self.src_v1, self.repo / WORK_FILE)
+            res = self._add_commit(name, "v1")
+            if res is None:
+                return
+            self.repo_state = 1
+            sync = run(["sync"])  # what ms left dirty: informational (cp's time includes it)
+            runs.append((res[0].wall + res[1].wall, *res, sync))
+        wall, a, c, s = sorted(runs, key=lambda r: r[0])[(len(runs) - 1) // 2]
         v = self.mbps(wall)
         ratio = v / self.cp_mbps if self.cp_mbps else None
         self.rows.append(
@@ -413,11 +436,11 @@ class Bench:
                 ratio,
                 "≥ 1.0x cp+sync",
                 "FAIL" if ratio is None else _judge(ratio >= 1.0),
-                note=f"add {a.wall:.2f} s + commit {c.wall:.2f} s vs cp+sync",
+                note=f"add {a.wall:.2f} s + commit {c.wall:.2f} s"
+                + (f"; {_spread([r[0] for r in runs])}" if len(runs) > 1 else ""),
             )
         )
         self._step_rows("v1", a, c)
-        s = run(["sync"])  # what ms left dirty; informational (cp's time includes its sync)
         v2 = self.mbps(wall + s.wall)
         self.rows.append(
             Row(
@@ -526,35 +549,43 @@ class Bench:
         for rev, fallback, src in (("HEAD~1", ids[0], self.src_v1), ("HEAD", ids[1], self.src_v2)):
             name = f"checkout {rev} --to + sync"
             dst = self.track(self.work / f"co-{rev.replace('~', '-')}")
-            shutil.rmtree(dst, ignore_errors=True)
-            os.sync()
-            p = run(self.ms_cmd("checkout", rev, "--to", str(dst), repo=self.repo))
-            note = ""
-            if not p.ok and fallback:
+            out = dst / WORK_FILE
+            note, use, good = "", rev, False
+            runs: list[tuple[float, Proc, Proc]] = []
+            for i in range(self.repeat):
                 shutil.rmtree(dst, ignore_errors=True)
                 os.sync()
-                q = run(self.ms_cmd("checkout", fallback, "--to", str(dst), repo=self.repo))
-                if q.ok:
-                    note = f"{rev} failed ({p.stderr.strip()[-80:]}); used commit id {fallback}; "
-                    p = q
-            if not p.ok:
-                self.fail(name, p)
+                p = run(self.ms_cmd("checkout", use, "--to", str(dst), repo=self.repo))
+                if not p.ok and i == 0 and fallback:
+                    shutil.rmtree(dst, ignore_errors=True)
+                    os.sync()
+                    q = run(self.ms_cmd("checkout", fallback, "--to", str(dst), repo=self.repo))
+                    if q.ok:
+                        note = f"{rev} failed ({p.stderr.strip()[-80:]}); used id {fallback}; "
+                        p, use = q, fallback
+                if not p.ok:
+                    self.fail(name, p)
+                    break
+                s = run(["sync"])
+                self.rss["checkout"].append(p.rss_mb)
+                runs.append((p.wall + s.wall, p, s))
+                if i == 0:  # untimed check that the output is the committed file
+                    good = out.is_file() and self.hash_of(out) == self.hash_of(src)
+                    self.hashes.pop(out, None)
+            shutil.rmtree(dst, ignore_errors=True)
+            if len(runs) < self.repeat:
                 continue
-            s = run(["sync"])
-            self.rss["checkout"].append(p.rss_mb)
-            wall = p.wall + s.wall
+            wall, p, s = sorted(runs, key=lambda r: r[0])[(len(runs) - 1) // 2]
             v = self.mbps(wall)
-            out = dst / WORK_FILE
-            good = out.is_file() and self.hash_of(out) == self.hash_of(src)
             ratio = v / self.cp_mbps if self.cp_mbps else None
             status = "FAIL" if not good or ratio is None else _judge(ratio >= 1.0)
             note += f"checkout {p.wall:.2f} s + sync {s.wall:.2f} s; output "
             note += "verified (blake3)" if good else "DIFFERS from the source file"
+            if len(runs) > 1:
+                note += f"; {_spread([r[0] for r in runs])}"
             self.rows.append(
                 Row(name, v, "MB/s", self.cp_mbps, "MB/s", ratio, "≥ 1.0x cp+sync", status, note)
             )
-            shutil.rmtree(dst, ignore_errors=True)
-            self.hashes.pop(out, None)
 
     def w_rss(self) -> None:
         size = format_size(self.size)
@@ -699,6 +730,7 @@ class Bench:
                 "cpus": os.cpu_count(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "workloads": todo,
+                "repeat": self.repeat,
                 # floor of every measured ru_maxrss: a trivial child's peak RSS
                 "rss_floor_mb": run(["true"]).rss_mb,
             }
@@ -760,6 +792,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, metavar="OUT", help="also write results as JSON")
     ap.add_argument(
         "--rss-scaling", action="store_true", help="also measure add RSS at 1 GiB vs 4 GiB"
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run cp, blake3, v1 add+commit and checkouts N times; report the median",
     )
     ap.add_argument("--keep", action="store_true", help="keep generated files and repos")
     ap.add_argument("--ms", default=None, help="ms command (default: the `ms` next to python)")
