@@ -140,7 +140,14 @@ class ChunkSink:
         # keep at most one finished-but-unflushed pack queued: bounds dirty page-cache growth
         while len(self._finishing) >= 2:
             self._finishing.popleft().result()
-        self._finishing.append(self._finisher.submit(self.store._commit_pack, w))
+        self._finishing.append(self._finisher.submit(self._finish_pack, w))
+
+    def _finish_pack(self, w: PackWriter) -> None:
+        self.store._commit_pack(w)
+        # Indexed now: lookups find these chunks in LMDB, so the in-memory set only needs the
+        # chunks of packs not yet committed. This keeps memory flat whatever the file size.
+        for e in w.entries:
+            self.pending.discard(e.chunk_id)
 
     def close(self) -> None:
         """Flush the last pack and wait until every pack is durable and indexed."""

@@ -99,11 +99,9 @@ class RepoConfig:
             raise FormatError("repository config is not a map")
         try:
             version = v["format_version"]
-            if type(version) is not int:
-                raise FormatError("repository config is malformed: format_version is not an int")
-            if version != FORMAT_VERSION:
+            if type(version) is not int or version != FORMAT_VERSION:
                 raise UnsupportedFormatError(
-                    f"repository format {version} is not supported (upgrade modelstore)"
+                    f"repository format {version!r} is not supported (upgrade modelstore)"
                 )
             feats = v.get("features", {})
             if not isinstance(feats, dict):

@@ -95,89 +95,198 @@ class Txn:
 
 
 class MetaDB:
-    """One LMDB environment (use ``open_metadb`` to get the per-process instance)."""
+    """One LMDB environment (use ``open_metadb`` to get the per-process instance).
+
+    Every transaction passes a gate that counts open transactions, so that the environment
+    can be closed with nothing in flight: before ``fork()`` (py-lmdb refuses a second open of
+    the same files in one process, and a child must never use its parent's environment) and
+    while the map is grown (LMDB allows resizing only with no transaction open).
+    """
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
-        self.pid = os.getpid()
+        self.readonly = readonly
+        self._init_sync()
+        self._open()
+
+    def _init_sync(self) -> None:
         self._write_lock = threading.Lock()
+        self._gate = threading.Condition()
+        self._active = 0
+        self._paused = False
+        self._closed = False
+        self._fork_unsafe = False
+
+    def _open(self) -> None:
+        self.pid = os.getpid()
         try:
             self.env = lmdb.open(
-                str(path),
+                str(self.path),
                 map_size=INITIAL_MAP_SIZE,
                 max_dbs=len(DBS) + 4,
                 subdir=True,
-                readonly=readonly,
-                create=not readonly,
+                readonly=self.readonly,
+                create=not self.readonly,
                 readahead=False,
                 meminit=False,
                 max_readers=256,
                 lock=True,
             )
         except lmdb.Error as exc:
-            raise StorageError(f"cannot open the metadata database at {path}: {exc}") from None
-        self.dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in DBS}
+            raise StorageError(
+                f"cannot open the metadata database at {self.path}: {exc}"
+            ) from None
+        self.dbs = {
+            name: self.env.open_db(name.encode(), create=not self.readonly) for name in DBS
+        }
+        self._closed = False
+
+    @contextmanager
+    def _using(self) -> Iterator[None]:
+        with self._gate:
+            while self._paused:
+                self._gate.wait()
+            if self._fork_unsafe:
+                raise StorageError(
+                    "this process was forked while a metadata transaction was open; "
+                    "open the repository again after forking"
+                )
+            if self._closed:
+                self._open()  # first use in a forked child
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._active -= 1
+                if self._active == 0:
+                    self._gate.notify_all()
+
+    def _pause(self, timeout: float | None) -> bool:
+        """Wait until no transaction is open and stop new ones; False on timeout."""
+        with self._gate:
+            while self._paused:
+                self._gate.wait()
+            self._paused = True  # new transactions wait from now on
+            if not self._gate.wait_for(lambda: self._active == 0, timeout):
+                self._paused = False
+                self._gate.notify_all()
+                return False
+            return True
+
+    def _resume(self) -> None:
+        with self._gate:
+            self._paused = False
+            self._gate.notify_all()
 
     @contextmanager
     def read(self) -> Iterator[Txn]:
         """A read-only snapshot; never waits for writers."""
-        try:
-            txn = self.env.begin(write=False)
-        except lmdb.Error as exc:
-            raise StorageError(f"cannot read the metadata database: {exc}") from None
-        try:
-            yield Txn(txn, self.dbs)
-        finally:
-            txn.abort()
+        with self._using():
+            try:
+                txn = self.env.begin(write=False)
+            except lmdb.Error as exc:
+                raise StorageError(f"cannot read the metadata database: {exc}") from None
+            try:
+                yield Txn(txn, self.dbs)
+            finally:
+                txn.abort()
 
     def write(self, fn: Callable[[Txn], T]) -> T:
         """Run ``fn`` in one write transaction and commit it; grow the map when it fills."""
         with self._write_lock:
             while True:
-                txn = self.env.begin(write=True)
-                try:
-                    result = fn(Txn(txn, self.dbs))
-                    txn.commit()
-                    return result
-                except lmdb.MapFullError:
-                    txn.abort()
-                    self._grow()
-                except lmdb.Error as exc:
-                    txn.abort()
-                    if "No space left" in str(exc) or getattr(exc, "errno", 0) == 28:
-                        raise RepositoryFullError(
-                            f"no space left writing the metadata database ({exc}); "
-                            "free disk space and retry"
-                        ) from None
-                    raise StorageError(f"metadata database error: {exc}") from None
-                except BaseException:
-                    txn.abort()
-                    raise
+                with self._using():
+                    txn = self.env.begin(write=True)
+                    try:
+                        result = fn(Txn(txn, self.dbs))
+                        txn.commit()
+                        return result
+                    except lmdb.MapFullError:
+                        txn.abort()
+                    except lmdb.Error as exc:
+                        txn.abort()
+                        if "No space left" in str(exc) or getattr(exc, "errno", 0) == 28:
+                            raise RepositoryFullError(
+                                f"no space left writing the metadata database ({exc}); "
+                                "free disk space and retry"
+                            ) from None
+                        raise StorageError(f"metadata database error: {exc}") from None
+                    except BaseException:
+                        txn.abort()
+                        raise
+                self._grow()  # outside the gate: waits for every other transaction to end
 
     def _grow(self) -> None:
         size = int(self.env.info()["map_size"]) * 2
         if size > MAX_MAP_SIZE:
             raise RepositoryFullError(
-                "the metadata database is full at its largest map size; run `ms gc`"
+                "the metadata database is full at its largest map size; free space with gc"
             )
-        self.env.set_mapsize(size)
+        self._pause(None)
+        try:
+            self.env.set_mapsize(size)
+        finally:
+            self._resume()
 
     def close(self) -> None:
         """Close the environment (only the registry should call this)."""
         self.env.close()
+        self._closed = True
 
 
 _registry: dict[str, MetaDB] = {}
 _registry_lock = threading.Lock()
+#: how long a fork waits for this process's open transactions to finish
+FORK_DRAIN_SECONDS = 10.0
+_paused_for_fork: list[MetaDB] = []
+
+
+def _before_fork() -> None:
+    # Close every environment with no transaction in flight; the parent reopens them right
+    # after the fork and the child opens its own on first use.
+    _registry_lock.acquire()
+    for db in list(_registry.values()):
+        if db._closed:
+            continue
+        if db._pause(FORK_DRAIN_SECONDS):
+            db.close()
+            _paused_for_fork.append(db)
+        else:
+            db._fork_unsafe_pending = True  # type: ignore[attr-defined]
+
+
+def _after_fork_in_parent() -> None:
+    try:
+        for db in _paused_for_fork:
+            try:
+                db._open()
+            finally:
+                db._resume()
+        for db in _registry.values():
+            db.__dict__.pop("_fork_unsafe_pending", None)
+    finally:
+        _paused_for_fork.clear()
+        _registry_lock.release()
 
 
 def _after_fork_in_child() -> None:
-    # Never use a parent's environment in the child: forget them without closing (closing
-    # would touch the parent's shared lock table).
-    _registry.clear()
+    global _registry_lock
+    _registry_lock = threading.Lock()  # the parent's may be held by a thread that is gone
+    for db in _registry.values():
+        unsafe = bool(db.__dict__.pop("_fork_unsafe_pending", False))
+        was_closed = db in _paused_for_fork or db._closed
+        db._init_sync()
+        db._closed = was_closed
+        db._fork_unsafe = unsafe or not was_closed
+    _paused_for_fork.clear()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 def open_metadb(path: Path) -> MetaDB:
@@ -185,7 +294,7 @@ def open_metadb(path: Path) -> MetaDB:
     key = os.path.realpath(path)
     with _registry_lock:
         db = _registry.get(key)
-        if db is None or db.pid != os.getpid():
+        if db is None:
             db = MetaDB(Path(key))
             _registry[key] = db
         return db

@@ -309,7 +309,8 @@ def decode_object(stored: bytes, expect_id: bytes | None = None) -> Obj:
             f"object {expect_id.hex()[:16]} does not match its id: the metadata is damaged"
         )
     obj = cls.from_value(codec.decode(body))
-    # one object, one encoding: otherwise ``obj.id`` would differ from the id it is stored under
+    # One object, one encoding: a non-canonical (malleable) encoding is refused, so that
+    # ``obj.id`` always equals the id the object is stored and referenced under.
     if obj.encode() != body:
         raise FormatError("malformed object: not in canonical form")
     return obj

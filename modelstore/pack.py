@@ -28,6 +28,7 @@ from pathlib import Path
 from blake3 import blake3
 
 from modelstore.errors import CorruptObjectError, FormatError, UnsupportedFormatError
+from modelstore.fileio import fsync_dir
 from modelstore.ids import ID_LEN, KIND_CONTEXTS, ChunkId
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "SUPPORTED_PACK_VERSIONS",
     "PackEntry",
     "PackWriter",
-    "fsync_dir",
     "read_pack_index",
 ]
 
@@ -63,15 +63,6 @@ class PackEntry:
     stored_len: int
     raw_len: int
     codec: int
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or create in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PackWriter:

@@ -78,7 +78,7 @@ def test_ids_hex_round_trip():
         "  " + "00" * 31,  # bytes.fromhex skips whitespace: would give a 31-byte id
         "\t\n" + "ab" * 31,
         "00 " * 21 + "0",
-        "０" * 64,  # full-width digits
+        "\uff10" * 64,  # full-width digits
     ],
 )
 def test_ids_from_hex_errors(text):
