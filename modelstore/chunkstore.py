@@ -38,9 +38,16 @@ from modelstore.errors import (
     ObjectNotFoundError,
     StorageError,
 )
-from modelstore.ids import ChunkId
+from modelstore.ids import ChunkId, ObjectId
 from modelstore.metadb import MetaDB, Txn
-from modelstore.objects import FileManifest
+from modelstore.objects import (
+    SEGMENT_CHUNKS,
+    ChunkList,
+    FileManifest,
+    Segment,
+    encode_object,
+    pack_lengths,
+)
 from modelstore.pack import PackEntry, PackWriter
 
 if TYPE_CHECKING:
@@ -109,6 +116,7 @@ class ChunkSink:
     def __init__(self, store: ChunkStore) -> None:
         self.store = store
         self.pending: set[bytes] = set()
+        self._objects: list[tuple[ObjectId, bytes]] = []
         self._writer: PackWriter | None = None
         from concurrent.futures import ThreadPoolExecutor  # lazy: status needs no threads
 
@@ -130,6 +138,29 @@ class ChunkSink:
         self.new_bytes += 1 + len(payload)
         if w.size >= self.store.pack_size:
             self._rotate()
+
+    def add_object(self, obj: ChunkList) -> ObjectId:
+        """Store a chunk-list object soon (batched on the finisher thread); return its id.
+
+        It may be written before the packs holding its chunks are durable: nothing reaches it
+        until the manifest naming it is committed, after ``close``.
+        """
+        oid, stored = encode_object(obj)
+        self._objects.append((oid, stored))
+        if len(self._objects) >= 4:
+            self._flush_objects()
+        return oid
+
+    def _flush_objects(self) -> None:
+        objs, self._objects = self._objects, []
+        if not objs:
+            return
+
+        def put(txn: Txn) -> None:
+            for oid, stored in objs:
+                txn.put("objects", oid, stored, overwrite=False)
+
+        self._finishing.append(self._finisher.submit(self.store.db.write, put))
 
     def _rotate(self) -> None:
         w, self._writer = self._writer, None
@@ -153,6 +184,7 @@ class ChunkSink:
         """Flush the last pack and wait until every pack is durable and indexed."""
         try:
             self._rotate()
+            self._flush_objects()
             while self._finishing:
                 self._finishing.popleft().result()
         finally:
@@ -322,7 +354,7 @@ class ChunkStore:
             if len(batch) >= READ_BATCH:
                 pending.append(self.pool.submit(self._read_batch, batch))
                 batch = []
-                if len(pending) > self.threads:
+                if len(pending) > 2 * self.threads:
                     yield from pending.popleft().result()
         if batch:
             pending.append(self.pool.submit(self._read_batch, batch))
@@ -371,13 +403,29 @@ class ChunkStore:
         pool = self.pool
         size = 0
 
+        segments: list[Segment] = []
+        seg_bytes = 0
+
+        def flush_segment() -> None:
+            # a full segment goes to the DB now (via the sink), so memory stays flat
+            nonlocal seg_bytes
+            cl = ChunkList(bytes(ids), pack_lengths(lens))
+            segments.append(Segment(sink.add_object(cl), seg_bytes, len(lens)))
+            ids.clear()
+            del lens[:]
+            seg_bytes = 0
+
         def consume() -> None:
+            nonlocal seg_bytes
             fut, hfut = inflight.popleft()
             for cid, length, codec, payload in fut.result():
                 ids.extend(cid)
                 lens.append(length)
+                seg_bytes += length
                 if payload is not None:
                     sink.add(cid, codec, payload, length)
+                if len(lens) == SEGMENT_CHUNKS:
+                    flush_segment()
             hfut.result()
 
         try:
@@ -424,7 +472,11 @@ class ChunkStore:
                 fut.cancel()
                 hfut.cancel()
             hasher_pool.shutdown(wait=True)
-        return FileManifest(size, file_hash.digest(), bytes(ids), lens.tobytes())
+        if segments and lens:
+            flush_segment()
+        if segments:
+            return FileManifest(size, file_hash.digest(), segments=tuple(segments))
+        return FileManifest(size, file_hash.digest(), bytes(ids), pack_lengths(lens))
 
     # -- accounting -------------------------------------------------------------------------
     def stats(self) -> StoreStats:

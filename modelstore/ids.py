@@ -40,6 +40,7 @@ KIND_CONTEXTS: dict[str, str] = {
     "manifest": "modelstore 2026-11 file manifest v1",
     "tree": "modelstore 2026-11 tree v1",
     "commit": "modelstore 2026-11 commit v1",
+    "chunklist": "modelstore 2026-11 chunk list v1",
     "pack": "modelstore 2026-11 pack v1",
 }
 

@@ -133,12 +133,8 @@ class MetaDB:
                 lock=True,
             )
         except lmdb.Error as exc:
-            raise StorageError(
-                f"cannot open the metadata database at {self.path}: {exc}"
-            ) from None
-        self.dbs = {
-            name: self.env.open_db(name.encode(), create=not self.readonly) for name in DBS
-        }
+            raise StorageError(f"cannot open the metadata database at {self.path}: {exc}") from None
+        self.dbs = {name: self.env.open_db(name.encode(), create=not self.readonly) for name in DBS}
         self._closed = False
 
     @contextmanager

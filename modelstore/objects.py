@@ -10,9 +10,10 @@ with one context per kind (see ``ids.KIND_CONTEXTS``).
 from __future__ import annotations
 
 import itertools
+import sys
 import unicodedata
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,25 +23,36 @@ from modelstore.ids import ID_LEN, ChunkId, ObjectId, object_id
 
 __all__ = [
     "KIND_BYTES",
+    "KIND_CHUNKLIST",
     "KIND_COMMIT",
     "KIND_MANIFEST",
     "KIND_TREE",
     "MODE_DIR",
     "MODE_EXEC",
     "MODE_FILE",
+    "SEGMENT_CHUNKS",
+    "ChunkList",
     "Commit",
     "FileManifest",
+    "Segment",
     "Tree",
     "TreeEntry",
     "check_name",
     "decode_object",
     "encode_object",
+    "pack_lengths",
 ]
 
 KIND_MANIFEST = 1
 KIND_TREE = 2
 KIND_COMMIT = 3
-KIND_BYTES = {KIND_MANIFEST: "manifest", KIND_TREE: "tree", KIND_COMMIT: "commit"}
+KIND_CHUNKLIST = 4
+KIND_BYTES = {
+    KIND_MANIFEST: "manifest",
+    KIND_TREE: "tree",
+    KIND_COMMIT: "commit",
+    KIND_CHUNKLIST: "chunklist",
+}
 
 ENTRY_FILE = 1
 ENTRY_TREE = 2
@@ -49,8 +61,11 @@ MODE_EXEC = 0o755
 MODE_DIR = 0o040000
 _FILE_MODES = (MODE_FILE, MODE_EXEC)
 
-#: the largest count of chunks one manifest may list (16 TiB at the 64 KiB average).
-MAX_CHUNKS = 1 << 28
+#: chunks listed inline in a manifest or in one ChunkList segment: 256 MiB of data at the
+#: 64 KiB average, 144 KiB of ids and lengths.
+SEGMENT_CHUNKS = 4096
+#: segments one manifest may list (with 4096-chunk segments: ~16 TiB at the average chunk).
+MAX_SEGMENTS = 1 << 16
 MAX_NAME = 255
 MAX_ENTRIES = 1 << 20
 
@@ -94,17 +109,47 @@ def _is_int(v: Any) -> bool:
     return type(v) is int
 
 
-@dataclass(frozen=True)
-class FileManifest:
-    """The content of one file: its size, its BLAKE3, and its chunks in order.
+def _lengths(packed: bytes) -> array[int]:
+    """Little-endian u32 chunk lengths as an array (byte-swapped on big-endian machines)."""
+    a = array("I")
+    if a.itemsize != 4:  # pragma: no cover - every platform we run on has 4-byte "I"
+        raise FormatError("platform without 32-bit unsigned array items")
+    a.frombytes(packed)
+    if sys.byteorder == "big":  # pragma: no cover
+        a.byteswap()
+    return a
 
-    Chunk ids and lengths are packed into two bin fields (32 and 4 bytes per chunk) rather than
-    an array of pairs: a 20 GB file has ~300k chunks and this keeps the manifest compact and
-    fast to decode.
+
+def pack_lengths(lengths: array[int]) -> bytes:
+    """The stored form of chunk lengths: little-endian u32 each."""
+    if sys.byteorder == "big":  # pragma: no cover
+        lengths = array("I", lengths)
+        lengths.byteswap()
+    return lengths.tobytes()
+
+
+def _iter_pairs(ids: bytes, lens: bytes) -> Iterator[tuple[ChunkId, int]]:
+    for i, n in enumerate(_lengths(lens)):
+        yield ChunkId(ids[i * ID_LEN : (i + 1) * ID_LEN]), n
+
+
+def _check_chunk_bins(ids: Any, lens: Any, limit: int) -> int:
+    _need(isinstance(ids, bytes) and isinstance(lens, bytes), "chunk lists")
+    n = len(ids) // ID_LEN
+    _need(len(ids) == n * ID_LEN and len(lens) == 4 * n, "chunk list lengths disagree")
+    _need(n <= limit, "too many chunks")
+    _need(0 not in _lengths(lens), "zero-length chunk")
+    return n
+
+
+@dataclass(frozen=True)
+class ChunkList:
+    """One segment of a large file's chunk list (at most ``SEGMENT_CHUNKS`` chunks).
+
+    Large files list their chunks in segments so that no step ever holds a whole file's chunk
+    list: ingest writes each segment as it fills, readers load one segment at a time.
     """
 
-    size: int
-    content_hash: bytes
     chunk_ids: bytes
     chunk_lens: bytes
     VERSION = 1
@@ -115,27 +160,94 @@ class FileManifest:
         return len(self.chunk_ids) // ID_LEN
 
     def lengths(self) -> array[int]:
-        """The chunk lengths as an array of unsigned 32-bit ints."""
-        a = array("I")
-        a.frombytes(self.chunk_lens)
-        if a.itemsize != 4:  # pragma: no cover - every platform we run on has 4-byte "I"
-            raise FormatError("platform without 32-bit unsigned array items")
-        return a
+        """The chunk lengths."""
+        return _lengths(self.chunk_lens)
 
     def chunks(self) -> Iterator[tuple[ChunkId, int]]:
-        """Yield ``(chunk_id, length)`` pairs in file order."""
-        ids = self.chunk_ids
-        for i, n in enumerate(self.lengths()):
-            yield ChunkId(ids[i * ID_LEN : (i + 1) * ID_LEN]), n
+        """Yield ``(chunk_id, length)`` pairs in order."""
+        return _iter_pairs(self.chunk_ids, self.chunk_lens)
+
+    def encode(self) -> bytes:
+        """Canonical encoding."""
+        return codec.encode([self.VERSION, self.chunk_ids, self.chunk_lens])
+
+    @property
+    def id(self) -> ObjectId:
+        """The chunk list id."""
+        return object_id("chunklist", self.encode())
+
+    @classmethod
+    def from_value(cls, v: Any) -> ChunkList:
+        """Build from a decoded msgpack value, validating it."""
+        _need(isinstance(v, list) and len(v) == 3, "chunk list is not a 3-array")
+        _need(_is_int(v[0]) and v[0] == cls.VERSION, f"chunk list version {v[0]!r} unsupported")
+        n = _check_chunk_bins(v[1], v[2], SEGMENT_CHUNKS)
+        _need(n > 0, "empty chunk list")
+        return cls(v[1], v[2])
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A manifest's reference to one ``ChunkList``: its id, bytes covered and chunk count."""
+
+    id: ObjectId
+    size: int
+    chunks: int
+
+
+@dataclass(frozen=True)
+class FileManifest:
+    """The content of one file: its size, its BLAKE3, and its chunks in order.
+
+    Up to ``SEGMENT_CHUNKS`` chunks are listed inline, packed into two bin fields (32 and 4
+    bytes per chunk); a larger file lists ``segments`` instead, each a ``ChunkList`` object,
+    so a 20 GB file's manifest is a few kilobytes and memory stays flat whatever the size.
+    """
+
+    size: int
+    content_hash: bytes
+    chunk_ids: bytes = b""
+    chunk_lens: bytes = b""
+    segments: tuple[Segment, ...] = ()
+    VERSION = 1
+
+    @property
+    def chunk_count(self) -> int:
+        """Number of chunks."""
+        if self.segments:
+            return sum(s.chunks for s in self.segments)
+        return len(self.chunk_ids) // ID_LEN
+
+    def lengths(self) -> array[int]:
+        """The inline chunk lengths (empty for a segmented manifest)."""
+        return _lengths(self.chunk_lens)
+
+    def chunks(self) -> Iterator[tuple[ChunkId, int]]:
+        """Yield the inline ``(chunk_id, length)`` pairs; see ``iter_chunks`` for all."""
+        if self.segments:
+            raise FormatError("segmented manifest: use iter_chunks with a chunk-list loader")
+        return _iter_pairs(self.chunk_ids, self.chunk_lens)
+
+    def iter_chunks(self, load: Callable[[ObjectId], ChunkList]) -> Iterator[tuple[ChunkId, int]]:
+        """Yield every ``(chunk_id, length)``, loading one segment at a time with ``load``."""
+        if not self.segments:
+            yield from _iter_pairs(self.chunk_ids, self.chunk_lens)
+            return
+        for seg in self.segments:
+            cl = load(seg.id)
+            if cl.chunk_count != seg.chunks or sum(cl.lengths()) != seg.size:
+                raise FormatError(f"chunk list {seg.id.hex()[:16]} disagrees with its manifest")
+            yield from cl.chunks()
 
     def offsets(self) -> list[int]:
-        """Start offset of every chunk, plus the file size at the end."""
+        """Start offset of every inline chunk, plus the file size at the end."""
         return [0, *itertools.accumulate(self.lengths())]
 
     def encode(self) -> bytes:
         """Canonical encoding."""
+        segs = [[s.id, s.size, s.chunks] for s in self.segments]
         return codec.encode(
-            [self.VERSION, self.size, self.content_hash, self.chunk_ids, self.chunk_lens]
+            [self.VERSION, self.size, self.content_hash, self.chunk_ids, self.chunk_lens, segs]
         )
 
     @property
@@ -146,17 +258,25 @@ class FileManifest:
     @classmethod
     def from_value(cls, v: Any) -> FileManifest:
         """Build from a decoded msgpack value, validating it."""
-        _need(isinstance(v, list) and len(v) >= 5, "manifest is not a 5-array")
+        _need(isinstance(v, list) and len(v) == 6, "manifest is not a 6-array")
         _need(_is_int(v[0]) and v[0] == cls.VERSION, f"manifest version {v[0]!r} unsupported")
-        size, h, ids, lens = v[1], v[2], v[3], v[4]
+        size, h, ids, lens, raw_segs = v[1], v[2], v[3], v[4], v[5]
         _need(_is_int(size) and size >= 0, "size")
         _need(_is_id(h), "content hash")
-        _need(isinstance(ids, bytes) and isinstance(lens, bytes), "chunk lists")
-        n = len(ids) // ID_LEN
-        _need(len(ids) == n * ID_LEN and len(lens) == 4 * n, "chunk list lengths disagree")
-        _need(n <= MAX_CHUNKS, "too many chunks")
-        m = cls(size, h, ids, lens)
-        _need(sum(m.lengths()) == size, "chunk lengths do not add up to the file size")
+        n = _check_chunk_bins(ids, lens, SEGMENT_CHUNKS)
+        _need(isinstance(raw_segs, list) and len(raw_segs) <= MAX_SEGMENTS, "segments")
+        segs: list[Segment] = []
+        for item in raw_segs:
+            _need(isinstance(item, list) and len(item) == 3, "segment is not a 3-array")
+            sid, ssize, scount = item
+            _need(_is_id(sid), "segment id")
+            _need(_is_int(ssize) and ssize > 0, "segment size")
+            _need(_is_int(scount) and 0 < scount <= SEGMENT_CHUNKS, "segment chunk count")
+            segs.append(Segment(ObjectId(sid), ssize, scount))
+        _need(not (segs and n), "a manifest lists chunks inline or in segments, not both")
+        m = cls(size, h, ids, lens, tuple(segs))
+        total = sum(s.size for s in segs) if segs else sum(m.lengths())
+        _need(total == size, "chunk lengths do not add up to the file size")
         return m
 
 
@@ -279,13 +399,19 @@ class Commit:
         return cls(ObjectId(v[1]), parents, v[3], v[4], v[5], v[6], v[7])
 
 
-Obj = FileManifest | Tree | Commit
-_CLASSES: dict[int, type[FileManifest] | type[Tree] | type[Commit]] = {
+Obj = FileManifest | Tree | Commit | ChunkList
+_CLASSES: dict[int, type[FileManifest] | type[Tree] | type[Commit] | type[ChunkList]] = {
     KIND_MANIFEST: FileManifest,
     KIND_TREE: Tree,
     KIND_COMMIT: Commit,
+    KIND_CHUNKLIST: ChunkList,
 }
-_KIND_OF: dict[type, int] = {FileManifest: KIND_MANIFEST, Tree: KIND_TREE, Commit: KIND_COMMIT}
+_KIND_OF: dict[type, int] = {
+    FileManifest: KIND_MANIFEST,
+    Tree: KIND_TREE,
+    Commit: KIND_COMMIT,
+    ChunkList: KIND_CHUNKLIST,
+}
 
 
 def encode_object(obj: Obj) -> tuple[ObjectId, bytes]:

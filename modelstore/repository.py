@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import getpass
 import io
+import itertools
+import mmap
 import os
 import stat as statmod
 import time
@@ -45,13 +47,14 @@ from modelstore.errors import (
     StorageError,
     UncommittedChangesError,
 )
-from modelstore.fileio import fsync_dir, start_writeback
-from modelstore.ids import ID_LEN, ObjectId
+from modelstore.fileio import DirectFileWriter, direct_buffers, fsync_dir
+from modelstore.ids import ID_LEN, ChunkId, ObjectId
 from modelstore.lock import RepoLock
 from modelstore.metadb import MetaDB, Txn, open_metadb
 from modelstore.objects import (
     MODE_EXEC,
     MODE_FILE,
+    ChunkList,
     Commit,
     FileManifest,
     Tree,
@@ -62,7 +65,7 @@ from modelstore.objects import (
 )
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = [
     "MS_DIR",
@@ -77,8 +80,6 @@ IGNORE_FILE = ".msignore"
 #: a file modified this close to when it was staged may have changed unseen (git's "racy
 #: clean"): status re-reads it instead of trusting the stat cache.
 RACY_NS = 50_000_000
-#: checkout starts the disk writing every this many bytes (see fileio.start_writeback)
-WRITEBACK_STEP = 16 << 20
 ProgressFn = Callable[[int], None]
 
 
@@ -182,6 +183,7 @@ class Repository:
         self.lock = RepoLock(self.ms_dir / "lock")
         self._dirty_dirs: set[Path] = set()
         self._flusher_pool: ThreadPoolExecutor | None = None
+        self._dbufs: list[mmap.mmap] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
@@ -296,6 +298,17 @@ class Repository:
         if not isinstance(obj, FileManifest):
             raise FormatError(f"{oid.hex()[:16]} is not a file manifest")
         return obj
+
+    def get_chunk_list(self, oid: ObjectId) -> ChunkList:
+        """Load one segment of a large file's chunk list."""
+        obj = self._with_txn(None, lambda t: self._get(t, oid))
+        if not isinstance(obj, ChunkList):
+            raise FormatError(f"{oid.hex()[:16]} is not a chunk list")
+        return obj
+
+    def manifest_chunks(self, m: FileManifest) -> Iterator[tuple[ChunkId, int]]:
+        """Every ``(chunk_id, length)`` of a file, one segment in memory at a time."""
+        return m.iter_chunks(self.get_chunk_list)
 
     def _with_txn(self, txn: Txn | None, fn: Callable[[Txn], Any]) -> Any:
         if txn is not None:
@@ -538,30 +551,29 @@ class Repository:
                     if (v := txn.get("index", r.encode())) is not None
                 }
             staged: list[tuple[str, IndexEntry, FileManifest]] = []
+            changed: list[str] = []
+            for rel, st in todo:
+                old = index.get(rel)
+                if old is not None and old.matches(st):
+                    result["unchanged"].append(rel)  # the stat cache: not read again
+                else:
+                    changed.append(rel)
             if on_total is not None:
-                on_total(
-                    sum(
-                        st.st_size
-                        for rel, st in todo
-                        if not ((old := index.get(rel)) is not None and old.matches(st))
-                    )
-                )
-            sink = self.store.sink()
-            try:
-                for rel, st in todo:
-                    old = index.get(rel)
-                    if old is not None and old.matches(st):
-                        result["unchanged"].append(rel)
-                        continue
-                    entry, manifest = self._ingest_file(rel, sink, progress)
-                    staged.append((rel, entry, manifest))
-                    result["added"].append(rel)
-                    result["bytes_read"] += manifest.size
-                sink.close()
-            except BaseException:
-                sink.abort()
-                raise
-            result["new_bytes"] = sink.new_bytes
+                sizes = dict(todo)
+                on_total(sum(sizes[rel].st_size for rel in changed))
+            if changed:
+                sink = self.store.sink()
+                try:
+                    for rel in changed:
+                        entry, manifest = self._ingest_file(rel, sink, progress)
+                        staged.append((rel, entry, manifest))
+                        result["added"].append(rel)
+                        result["bytes_read"] += manifest.size
+                    sink.close()
+                except BaseException:
+                    sink.abort()
+                    raise
+                result["new_bytes"] = sink.new_bytes
 
             def commit_index(txn: Txn) -> None:
                 for rel, entry, manifest in staged:
@@ -771,7 +783,7 @@ class Repository:
     def open_file(self, path: str, rev: str = "HEAD") -> ChunkedFile:
         """A seekable, read-only file over ``path`` at ``rev``; reads chunks lazily, verified."""
         where, m = self._file_at(rev, path.strip("/"))
-        return ChunkedFile(self.store, m, where)
+        return ChunkedFile(self.store, m, where, self.get_chunk_list)
 
     def iter_file(
         self, manifest: FileManifest, where: str = "", *, file_hash: bool = True
@@ -784,7 +796,7 @@ class Repository:
         """
         h = blake3() if file_hash else None
         try:
-            for data in self.store.iter_chunks(cid for cid, _ in manifest.chunks()):
+            for data in self.store.iter_chunks(cid for cid, _ in self.manifest_chunks(manifest)):
                 if h is not None:
                     h.update(data)
                 yield data
@@ -932,6 +944,12 @@ class Repository:
             self._flusher_pool = ThreadPoolExecutor(1, thread_name_prefix="ms-flush")
         return self._flusher_pool
 
+    def _direct_buffers(self) -> list[mmap.mmap]:
+        # allocated once per repository object and reused: fresh memory is slow to first touch
+        if self._dbufs is None:
+            self._dbufs = direct_buffers()
+        return self._dbufs
+
     def _sync_dirs(self) -> None:
         """Make the renames of written files durable: one fsync per folder touched."""
         dirs, self._dirty_dirs = self._dirty_dirs, set()
@@ -979,23 +997,14 @@ class Repository:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, e.mode)
             try:
                 where = f"{rel} in commit {commit.hex()[:12]}" if commit else rel
-                written = synced = 0
-                flushes: list[Future[None]] = []
-                for data in self.iter_file(m, where, file_hash=False):
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    written += len(data)
-                    if written - synced >= WRITEBACK_STEP:
-                        # on its own thread: the call can block while the disk queue is full
-                        flushes.append(
-                            self._flusher.submit(start_writeback, fd, synced, written - synced)
-                        )
-                        synced = written
-                    if progress is not None:
-                        progress(len(data))
-                for f in flushes:
-                    f.result()
+                out = DirectFileWriter(fd, self._direct_buffers(), self._flusher)
+                try:
+                    for data in self.iter_file(m, where, file_hash=False):
+                        out.write(data)
+                        if progress is not None:
+                            progress(len(data))
+                finally:
+                    out.close()
                 os.fchmod(fd, e.mode)
                 os.fsync(fd)
             finally:
@@ -1151,17 +1160,32 @@ def _hash_file(path: Path) -> bytes:
 
 
 class ChunkedFile(io.RawIOBase):
-    """A read-only, seekable view of a stored file; fetches and verifies chunks as read."""
+    """A read-only, seekable view of a stored file; fetches and verifies chunks as read.
 
-    def __init__(self, store: ChunkStore, manifest: FileManifest, name: str) -> None:
+    Holds one segment's chunk list and one chunk at a time, whatever the file's size.
+    """
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        manifest: FileManifest,
+        name: str,
+        load_list: Callable[[ObjectId], ChunkList],
+    ) -> None:
         super().__init__()
         self._store = store
         self._m = manifest
+        self._load_list = load_list
         self.name = name
-        self._ids = manifest.chunk_ids
-        self._offsets = manifest.offsets()
+        if manifest.segments:
+            self._seg_offsets = [0, *itertools.accumulate(s.size for s in manifest.segments)]
+        else:
+            self._seg_offsets = [0, manifest.size]
+        self._seg_idx = -1
+        self._ids = b""
+        self._offsets: list[int] = []
         self._pos = 0
-        self._cache_idx = -1
+        self._cache_key: tuple[int, int] = (-1, -1)
         self._cache = b""
 
     @property
@@ -1186,14 +1210,28 @@ class ChunkedFile(io.RawIOBase):
         self._pos = new
         return new
 
-    def _chunk(self, idx: int) -> bytes:
-        if idx != self._cache_idx:
+    def _segment(self, idx: int) -> None:
+        if idx == self._seg_idx:
+            return
+        if self._m.segments:
+            seg = self._m.segments[idx]
+            cl = self._load_list(seg.id)
+            ids, lens = cl.chunk_ids, cl.lengths()
+        else:
+            ids, lens = self._m.chunk_ids, self._m.lengths()
+        base = self._seg_offsets[idx]
+        self._ids = ids
+        self._offsets = [base + o for o in (0, *itertools.accumulate(lens))]
+        self._seg_idx = idx
+
+    def _chunk(self, seg: int, idx: int) -> bytes:
+        if (seg, idx) != self._cache_key:
             cid = self._ids[idx * ID_LEN : (idx + 1) * ID_LEN]
             try:
                 self._cache = self._store.read_chunk(cid)
             except CorruptObjectError as exc:
                 raise CorruptObjectError(f"{self.name}: {exc.message}") from None
-            self._cache_idx = idx
+            self._cache_key = (seg, idx)
         return self._cache
 
     def readinto(self, b: Any) -> int:  # noqa: D102
@@ -1201,8 +1239,10 @@ class ChunkedFile(io.RawIOBase):
         want = len(view)
         done = 0
         while done < want and self._pos < self._m.size:
+            seg = bisect_right(self._seg_offsets, self._pos) - 1
+            self._segment(seg)
             idx = bisect_right(self._offsets, self._pos) - 1
-            data = self._chunk(idx)
+            data = self._chunk(seg, idx)
             start = self._pos - self._offsets[idx]
             n = min(want - done, len(data) - start)
             view[done : done + n] = data[start : start + n]

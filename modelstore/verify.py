@@ -24,7 +24,7 @@ from modelstore import refs
 from modelstore.chunkstore import PACK_REC, ChunkLoc, decode_loc
 from modelstore.errors import MsError
 from modelstore.metadb import Txn
-from modelstore.objects import Commit, FileManifest, Tree, decode_object
+from modelstore.objects import ChunkList, Commit, FileManifest, Tree, decode_object
 from modelstore.pack import read_pack_index
 from modelstore.repository import Repository
 
@@ -79,7 +79,7 @@ def verify(
         except MsError as exc:
             bad(Problem("ref", exc.message))
 
-        def load(oid: bytes, where: str) -> Commit | Tree | FileManifest | None:
+        def load(oid: bytes, where: str) -> Commit | Tree | FileManifest | ChunkList | None:
             raw = txn.get("objects", oid)
             if raw is None:
                 bad(Problem("missing-object", f"object {oid.hex()[:16]} is missing", where))
@@ -170,7 +170,15 @@ def _check_chunks(
     repo: Repository, txn: Txn, m: FileManifest, where: str, rep: VerifyReport
 ) -> None:
     sizes: dict[bytes, int] = {}
-    for cid, n in m.chunks():
+    pairs = repo.manifest_chunks(m)  # one segment in memory at a time
+    while True:
+        try:
+            cid, n = next(pairs)
+        except StopIteration:
+            break
+        except MsError as exc:
+            rep.problems.append(Problem("bad-object", f"chunk list: {exc.message}", where))
+            return
         rep.chunks_checked += 1
         raw = txn.get("chunks", cid)
         if raw is None:

@@ -21,8 +21,11 @@ from modelstore.objects import (
     MODE_DIR,
     MODE_EXEC,
     MODE_FILE,
+    SEGMENT_CHUNKS,
+    ChunkList,
     Commit,
     FileManifest,
+    Segment,
     Tree,
     TreeEntry,
     check_name,
@@ -119,6 +122,31 @@ def manifests(draw: st.DrawFn) -> FileManifest:
 
 
 @st.composite
+def segmented_manifests(draw: st.DrawFn) -> FileManifest:
+    segs = draw(
+        st.lists(
+            st.builds(
+                Segment,
+                ids_st,
+                st.integers(min_value=1, max_value=2**40),
+                st.integers(min_value=1, max_value=SEGMENT_CHUNKS),
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    return FileManifest(sum(s.size for s in segs), draw(ids_st), segments=tuple(segs))
+
+
+@st.composite
+def chunk_lists(draw: st.DrawFn) -> ChunkList:
+    lens = draw(st.lists(st.integers(min_value=1, max_value=2**32 - 1), min_size=1, max_size=8))
+    return ChunkList(
+        b"".join(draw(ids_st) for _ in lens), b"".join(struct.pack("<I", n) for n in lens)
+    )
+
+
+@st.composite
 def trees(draw: st.DrawFn) -> Tree:
     names = draw(st.lists(name_st, unique=True, max_size=6))
     entries = []
@@ -143,16 +171,16 @@ def commits(draw: st.DrawFn) -> Commit:
     )
 
 
-objects_st = st.one_of(manifests(), trees(), commits())
+objects_st = st.one_of(manifests(), segmented_manifests(), chunk_lists(), trees(), commits())
 
 
 stored_objects = st.one_of(
     st.binary(max_size=200),
     objects_st.map(lambda o: encode_object(o)[1]).flatmap(mutated),
-    st.tuples(st.integers(min_value=0, max_value=4), st.binary(max_size=100)).map(
+    st.tuples(st.integers(min_value=0, max_value=5), st.binary(max_size=100)).map(
         lambda t: bytes([t[0]]) + t[1]
     ),
-    st.tuples(st.integers(min_value=1, max_value=3), loose_values).map(
+    st.tuples(st.integers(min_value=1, max_value=4), loose_values).map(
         lambda t: bytes([t[0]]) + _loose_encode(t[1])
     ),
 )
@@ -292,7 +320,7 @@ def _near(valid: list[Any], data: st.DataObject) -> Any:
 def test_objects_from_value_only_format_error(data):
     obj = data.draw(objects_st)
     value = _near(codec.decode(obj.encode()), data)
-    for cls in (FileManifest, Tree, Commit):
+    for cls in (FileManifest, ChunkList, Tree, Commit):
         try:
             got = cls.from_value(value)
         except FormatError:

@@ -1,4 +1,5 @@
-"""objects: manifests, trees and commits; canonical encodings, stable ids, strict decoding."""
+"""objects: manifests, chunk lists, trees and commits; canonical encodings, stable ids, strict
+decoding."""
 
 from __future__ import annotations
 
@@ -13,14 +14,19 @@ from modelstore.errors import CorruptObjectError, FormatError
 from modelstore.ids import KIND_CONTEXTS, object_id
 from modelstore.objects import (
     KIND_BYTES,
+    KIND_CHUNKLIST,
     KIND_COMMIT,
     KIND_MANIFEST,
     KIND_TREE,
+    MAX_SEGMENTS,
     MODE_DIR,
     MODE_EXEC,
     MODE_FILE,
+    SEGMENT_CHUNKS,
+    ChunkList,
     Commit,
     FileManifest,
+    Segment,
     Tree,
     TreeEntry,
     check_name,
@@ -43,7 +49,27 @@ def manifest_of(chunks: list[bytes]) -> FileManifest:
     )
 
 
+def chunk_list_of(chunks: list[bytes]) -> ChunkList:
+    return ChunkList(
+        b"".join(blake3(c).digest() for c in chunks),
+        b"".join(struct.pack("<I", len(c)) for c in chunks),
+    )
+
+
+def segmented_of(*parts: list[bytes]) -> tuple[FileManifest, dict[bytes, ChunkList]]:
+    """A manifest listing each part as one segment, and a store holding the chunk lists."""
+    lists = [chunk_list_of(p) for p in parts]
+    data = b"".join(b"".join(p) for p in parts)
+    segs = tuple(
+        Segment(cl.id, sum(len(c) for c in p), len(p)) for cl, p in zip(lists, parts, strict=True)
+    )
+    return FileManifest(len(data), blake3(data).digest(), segments=segs), {
+        cl.id: cl for cl in lists
+    }
+
+
 HELLO = manifest_of([b"hello world"])
+HELLO_LIST = chunk_list_of([b"hello world"])
 
 
 def golden_tree() -> Tree:
@@ -64,23 +90,36 @@ def golden_commit() -> Commit:
 
 def test_objects_manifest_golden():
     assert HELLO.encode().hex() == (
-        "95010b"
+        "96010b"
         "c420d74981efa70a0c880b8d8c1985d075dbcbf679b99a5f9914e5aaf96b831a9e24"
         "c420d74981efa70a0c880b8d8c1985d075dbcbf679b99a5f9914e5aaf96b831a9e24"
         "c4040b000000"
+        "90"
     )
-    assert HELLO.id.hex() == "2d443c078d81193841d1b31582e87a5a1141a53ec0d7154bce4afcd0b2a5137d"
+    assert HELLO.id.hex() == "d0df1d2f1fff20d9113545dc20e20b717d286560600b882cc4fb7c655583434d"
+
+
+def test_objects_chunk_list_golden():
+    assert HELLO_LIST.encode().hex() == (
+        "9301"
+        "c420d74981efa70a0c880b8d8c1985d075dbcbf679b99a5f9914e5aaf96b831a9e24"
+        "c4040b000000"
+    )
+    assert HELLO_LIST.id.hex() == (
+        "d77bd15553c28900c0e8b2cdc02263ddd2cc44960bd7abdadad377812ee90caa"
+    )
+    assert encode_object(HELLO_LIST)[1][:2].hex() == "0493"
 
 
 def test_objects_tree_id_golden():
     assert golden_tree().id.hex() == (
-        "3c9135e6492911755a1662f379e3d4ea732fc57c11ebfee02ae29f45a2c9c1e8"
+        "ad956bb9c0b1019bc7f07ad392f2cfa76c6ca51b599883939f2fe9b298faa584"
     )
 
 
 def test_objects_commit_id_golden():
     assert golden_commit().id.hex() == (
-        "aab455ea6037b5b92f1c575affd2a75bb92e9d00a6e6a0cf875f8d4a840d0edf"
+        "4638aa3691edd7899ca1ca86fb377f22b1aef8817519bbe89596c870e3b5b183"
     )
 
 
@@ -95,33 +134,48 @@ def test_objects_format_md_appendix_a_vectors():
     assert encode_object(empty_tree)[1].hex() == "02920190"
 
     empty = manifest_of([])
-    assert empty.encode().hex() == "950100c420" + blake3(b"").hexdigest() + "c400c400"
-    assert empty.id.hex() == "f3e8f93c7d4688e5c996a87c1e3cd74b0aadee5909d174d9fa113c4fda71c49b"
+    assert empty.encode().hex() == "960100c420" + blake3(b"").hexdigest() + "c400c40090"
+    assert empty.id.hex() == "cc6f5d2d0273f0988ba7113154118a6b2042d9984cc32664a18b859c598b48f5"
 
     m = manifest_of([b"hello\n"])
-    assert m.encode().hex() == f"950106c420{h}c420{h}c40406000000"
-    assert m.id.hex() == "f56351fd62b3be6408caf1d4e3add4a98d625db6a8e514d2e5b9ec739798b8ed"
+    assert m.encode().hex() == f"960106c420{h}c420{h}c4040600000090"
+    assert m.id.hex() == "6834f30db4653be5e61dfdff9a78a620532010ead1f43bd6c3aea172f52e2a10"
+
+    cl = chunk_list_of([b"hello\n"])
+    assert cl.encode().hex() == f"9301c420{h}c40406000000"
+    assert cl.id.hex() == "b377cfd95723f6967c679c63ee054c4bf6e46f2b7478f224f039e17c55a13a23"
+    assert encode_object(cl)[1][:4].hex() == "049301c4"
+
+    seg = FileManifest(6, bytes.fromhex(h), segments=(Segment(cl.id, 6, 1),))
+    assert seg.encode().hex() == f"960106c420{h}c400c4009193c420{cl.id.hex()}0601"
+    assert seg.id.hex() == "d709ecc4c186872a113fc749f6aa3b5fa4c7231703e385cffe225bcb8c72f7ee"
 
     t = Tree((TreeEntry("hello.txt", False, MODE_FILE, 6, m.id),))
     assert t.encode().hex() == "92019195a968656c6c6f2e74787401cd01a406c420" + m.id.hex()
-    assert t.id.hex() == "d3040e42ce3314f5b70d1a06c6959c574ee6cd7d97b808df96f766bb62731049"
+    assert t.id.hex() == "3627b51e9823f362dedebc4c6897b6cd2d52a51d7256156d631256b42f502c20"
 
     c = Commit(t.id, (), "a@b", 1700000000, 60, "first", {})
     assert c.encode().hex() == (
         "9801c420" + t.id.hex() + "90a3614062ce6553f1003ca5666972737480"
     )
-    assert c.id.hex() == "f5bb2ccb5f3b4f5828d3b2dd73e46c6113ac2db43e7dc90690a65217bb36c764"
+    assert c.id.hex() == "9592564bb09e8476e6f747d4741334762c64bf2f7eb92f36f973cac708ddabaf"
     assert encode_object(c)[1][:4].hex() == "039801c4"
 
 
 def test_objects_ids_use_kind_contexts():
-    for obj, kind in ((HELLO, "manifest"), (golden_tree(), "tree"), (golden_commit(), "commit")):
+    for obj, kind in (
+        (HELLO, "manifest"),
+        (HELLO_LIST, "chunklist"),
+        (golden_tree(), "tree"),
+        (golden_commit(), "commit"),
+    ):
         assert obj.id == blake3(obj.encode(), derive_key_context=KIND_CONTEXTS[kind]).digest()
 
 
 def test_objects_stored_bytes_start_with_kind():
     for obj, kind in (
         (HELLO, KIND_MANIFEST),
+        (HELLO_LIST, KIND_CHUNKLIST),
         (golden_tree(), KIND_TREE),
         (golden_commit(), KIND_COMMIT),
     ):
@@ -139,6 +193,9 @@ def test_objects_stored_bytes_start_with_kind():
         HELLO,
         manifest_of([]),
         manifest_of([b"a" * 300, b"b" * 7, b"c"]),
+        segmented_of([b"a" * 300, b"b" * 7], [b"c"])[0],
+        HELLO_LIST,
+        chunk_list_of([b"x"] * SEGMENT_CHUNKS),
         Tree(),
         golden_tree(),
         golden_commit(),
@@ -204,7 +261,7 @@ def test_objects_decode_kind_is_part_of_the_id():
         decode_object(bytes([KIND_COMMIT]) + stored[1:], expect_id=oid)
 
 
-@pytest.mark.parametrize("stored", [b"", b"\x00", b"\x04\x90", b"\xff\x90"])
+@pytest.mark.parametrize("stored", [b"", b"\x00", b"\x05\x90", b"\xff\x90"])
 def test_objects_decode_bad_kind(stored):
     with pytest.raises(FormatError):
         decode_object(stored)
@@ -240,10 +297,11 @@ def test_objects_raw_commit_helper_is_canonical():
     [
         lambda: _raw_stored(KIND_MANIFEST, [True, *codec.decode(HELLO.encode())[1:]]),
         lambda: _raw_stored(KIND_MANIFEST, [1.0, *codec.decode(HELLO.encode())[1:]]),
+        lambda: _raw_stored(KIND_CHUNKLIST, [True, *codec.decode(HELLO_LIST.encode())[1:]]),
         lambda: _raw_stored(KIND_TREE, [True, []]),
         lambda: _raw_stored(KIND_COMMIT, [1.0, *codec.decode(golden_commit().encode())[1:]]),
     ],
-    ids=["manifest_true", "manifest_float", "tree_true", "commit_float"],
+    ids=["manifest_true", "manifest_float", "chunklist_true", "tree_true", "commit_float"],
 )
 def test_objects_decode_version_must_be_int(stored):
     with pytest.raises(FormatError, match="version"):
@@ -256,7 +314,7 @@ def test_objects_decode_version_must_be_int(stored):
         # a non-shortest integer (size 11 as uint64)
         (
             lambda: bytes([KIND_MANIFEST])
-            + HELLO.encode().replace(b"\x95\x01\x0b", b"\x95\x01\xcf" + (11).to_bytes(8, "big")),
+            + HELLO.encode().replace(b"\x96\x01\x0b", b"\x96\x01\xcf" + (11).to_bytes(8, "big")),
             lambda: HELLO,
         ),
         # commit extra with unsorted keys
@@ -284,7 +342,8 @@ def test_objects_decode_refuses_non_canonical(stored, expect):
 
 def test_objects_decode_refuses_extra_elements():
     # FORMAT.md §7: exactly the listed elements; new fields come with a new object version
-    for obj in (HELLO, golden_tree(), golden_commit()):
+    seg = segmented_of([b"a"], [b"b"])[0]
+    for obj in (HELLO, seg, HELLO_LIST, golden_tree(), golden_commit()):
         kind = encode_object(obj)[1][0]
         body = codec.encode([*codec.decode(obj.encode()), "future", {"x": 1}])
         with pytest.raises(FormatError):
@@ -407,7 +466,7 @@ def test_objects_tree_accepts_both_file_modes():
 
 def _manifest_value(**over: object) -> list[object]:
     v = codec.decode(manifest_of([b"ab", b"cde"]).encode())
-    for i, k in enumerate(["version", "size", "hash", "ids", "lens"]):
+    for i, k in enumerate(["version", "size", "hash", "ids", "lens", "segs"]):
         if k in over:
             v[i] = over[k]
     return v
@@ -428,7 +487,11 @@ def _manifest_value(**over: object) -> list[object]:
         {"lens": struct.pack("<III", 2, 3, 0)},  # three lengths, two ids
         {"lens": struct.pack("<I", 5) + b"\x00"},
         {"lens": [2, 3]},
+        {"lens": struct.pack("<II", 5, 0), "size": 5},  # a zero-length chunk
+        {"ids": b"\x00" * 32 * 4097, "lens": struct.pack("<I", 1) * 4097, "size": 4097},
         {"ids": "00" * 64},
+        {"segs": None},
+        {"segs": {}},
         {"version": 2},
         {"version": 0},
         {"version": True},
@@ -439,15 +502,190 @@ def test_objects_manifest_refuses_inconsistent(over):
         FileManifest.from_value(_manifest_value(**over))
 
 
-@pytest.mark.parametrize("value", [None, [], [1, 0, ID0, b"", b""][:4], "x", {"a": 1}])
+EMPTY_HASH = blake3(b"").digest()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        [],
+        [1, 0, EMPTY_HASH, b"", b""],  # the pre-segments 5-array
+        [1, 0, EMPTY_HASH, b"", b"", [], []],
+        "x",
+        {"a": 1},
+    ],
+)
 def test_objects_manifest_refuses_bad_shape(value):
     with pytest.raises(FormatError):
         FileManifest.from_value(value)
 
 
 def test_objects_manifest_empty_file():
-    m = FileManifest.from_value([1, 0, blake3(b"").digest(), b"", b""])
-    assert m.chunk_count == 0 and m.offsets() == [0]
+    m = FileManifest.from_value([1, 0, EMPTY_HASH, b"", b"", []])
+    assert m.chunk_count == 0 and m.offsets() == [0] and m.segments == ()
+    assert list(m.chunks()) == [] and list(m.iter_chunks({}.__getitem__)) == []
+
+
+def test_objects_manifest_lengths_are_little_endian():
+    m = manifest_of([b"x" * 0x0102])
+    assert m.chunk_lens == b"\x02\x01\x00\x00"
+    assert list(m.lengths()) == [0x0102]
+
+
+# -- segmented manifests and chunk lists ----------------------------------------------------
+
+
+def _segmented_value(segs: list[object], size: int = 5) -> list[object]:
+    return [1, size, ID0, b"", b"", segs]
+
+
+def test_objects_manifest_segmented_decodes():
+    m = FileManifest.from_value(_segmented_value([[ID1, 3, 2], [ID2, 2, 1]]))
+    assert m.segments == (Segment(ID1, 3, 2), Segment(ID2, 2, 1))
+    assert m.chunk_count == 3 and m.chunk_ids == b"" and m.size == 5
+
+
+@pytest.mark.parametrize(
+    "segs",
+    [
+        [[ID1, 3, 2]],  # 3 bytes covered, size 5
+        [[ID1, 3, 2], [ID2, 3, 1]],  # 6 bytes covered
+        [[ID1[:31], 5, 1]],
+        [[ID1.hex(), 5, 1]],
+        [[None, 5, 1]],
+        [[ID1, 0, 1], [ID2, 5, 1]],  # a segment of no bytes
+        [[ID1, -1, 1], [ID2, 6, 1]],
+        [[ID1, 5.0, 1]],
+        [[ID1, True, 1], [ID2, 4, 1]],
+        [[ID1, 5, 0]],
+        [[ID1, 5, SEGMENT_CHUNKS + 1]],
+        [[ID1, 5, -1]],
+        [[ID1, 5, True]],
+        [[ID1, 5]],
+        [[ID1, 5, 1, 0]],
+        [ID1],  # a bare id, not a 3-array
+        [{"id": ID1, "size": 5, "chunks": 1}],
+    ],
+)
+def test_objects_manifest_refuses_bad_segments(segs):
+    with pytest.raises(FormatError):
+        FileManifest.from_value(_segmented_value(segs))
+
+
+def test_objects_manifest_refuses_inline_and_segments_together():
+    v = _manifest_value()  # two inline chunks, 5 bytes
+    v[5] = [[ID1, 5, 2]]
+    with pytest.raises(FormatError, match="not both"):
+        FileManifest.from_value(v)
+
+
+def test_objects_manifest_segment_limit():
+    ok = FileManifest.from_value(_segmented_value([[ID1, 1, 1]] * MAX_SEGMENTS, MAX_SEGMENTS))
+    assert len(ok.segments) == MAX_SEGMENTS
+    too_many = [[ID1, 1, 1]] * (MAX_SEGMENTS + 1)
+    with pytest.raises(FormatError, match="segments"):
+        FileManifest.from_value(_segmented_value(too_many, MAX_SEGMENTS + 1))
+
+
+def test_objects_manifest_iter_chunks_loads_segments_in_order():
+    parts = ([b"a" * 3, b"b" * 5], [b"c"], [b"d" * 2, b"e", b"f" * 4])
+    m, store = segmented_of(*parts)
+    loaded: list[bytes] = []
+
+    def load(oid: bytes) -> ChunkList:
+        loaded.append(oid)
+        return store[oid]
+
+    flat = [c for p in parts for c in p]
+    assert list(m.iter_chunks(load)) == [(blake3(c).digest(), len(c)) for c in flat]
+    assert loaded == [s.id for s in m.segments]
+    assert m.chunk_count == len(flat) and m.size == sum(map(len, flat))
+    # an inline manifest needs no loader
+    inline = manifest_of(flat)
+    assert list(inline.iter_chunks(store.__getitem__)) == list(inline.chunks())
+
+
+def test_objects_manifest_chunks_refuses_segmented():
+    m, _ = segmented_of([b"a"], [b"b"])
+    with pytest.raises(FormatError, match="segmented"):
+        list(m.chunks())
+
+
+@pytest.mark.parametrize(
+    "replacement",
+    [
+        [b"a", b"bb", b"x"],  # one chunk more, more bytes
+        [b"abb"],  # same bytes, one chunk fewer
+        [b"a", b"b"],  # same count, fewer bytes
+    ],
+    ids=["count_and_bytes", "count", "bytes"],
+)
+def test_objects_manifest_iter_chunks_refuses_disagreeing_chunk_list(replacement):
+    m, store = segmented_of([b"a", b"bb"], [b"c"])
+    first = m.segments[0].id
+    store[first] = chunk_list_of(replacement)
+    with pytest.raises(FormatError, match="disagrees"):
+        list(m.iter_chunks(store.__getitem__))
+
+
+def test_objects_chunk_list_accessors():
+    cl = chunk_list_of([b"abc", b"de"])
+    assert cl.chunk_count == 2 and list(cl.lengths()) == [3, 2]
+    assert list(cl.chunks()) == [(blake3(b"abc").digest(), 3), (blake3(b"de").digest(), 2)]
+    full = chunk_list_of([b"z"] * SEGMENT_CHUNKS)
+    assert ChunkList.from_value(codec.decode(full.encode())) == full
+
+
+def _chunk_list_value(n: int, length: int = 1) -> list[object]:
+    return [1, ID1 * n, struct.pack("<I", length) * n]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _chunk_list_value(0),  # no chunks
+        _chunk_list_value(SEGMENT_CHUNKS + 1),
+        _chunk_list_value(2, 0),  # zero-length chunks
+        [1, ID1 * 2, struct.pack("<II", 1, 0)],
+        [1, ID1 * 2, struct.pack("<I", 1)],  # two ids, one length
+        [1, ID1, struct.pack("<II", 1, 1)],  # one id, two lengths
+        [1, ID1 + b"\x00", struct.pack("<I", 1)],
+        [1, ID1, struct.pack("<I", 1) + b"\x00"],
+        [1, ID1, [1]],
+        [1, ID1.hex(), struct.pack("<I", 1)],
+        [2, ID1, struct.pack("<I", 1)],
+        [True, ID1, struct.pack("<I", 1)],
+        [1, ID1],
+        [1, ID1, struct.pack("<I", 1), b""],
+        None,
+        {"a": 1},
+    ],
+    ids=[
+        "empty",
+        "too_many",
+        "zero_length",
+        "one_zero_length",
+        "fewer_lengths",
+        "fewer_ids",
+        "ragged_ids",
+        "ragged_lens",
+        "lens_array",
+        "ids_str",
+        "version_2",
+        "version_true",
+        "short",
+        "long",
+        "nil",
+        "map",
+    ],
+)
+def test_objects_chunk_list_refuses_bad_values(value):
+    with pytest.raises(FormatError):
+        ChunkList.from_value(value)
+    if isinstance(value, list):
+        with pytest.raises(FormatError):
+            decode_object(_raw_stored(KIND_CHUNKLIST, value))
 
 
 def _commit_value(**over: object) -> list[object]:
