@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Protocol
 from blake3 import blake3
 
 from modelstore.chunker import Chunker, ChunkerParams
-from modelstore.compress import compress_chunk, decompress_chunk
+from modelstore.compress import CODEC_RAW, compress_chunk, decompress_chunk
 from modelstore.errors import (
     CorruptObjectError,
     FormatError,
     ObjectNotFoundError,
     StorageError,
 )
+from modelstore.fileio import BufferPool
 from modelstore.ids import ChunkId, ObjectId
 from modelstore.metadb import MetaDB, Txn
 from modelstore.objects import (
@@ -132,7 +133,9 @@ class ChunkSink:
         self.pending.add(chunk_id)
         w = self._writer
         if w is None:
-            w = self._writer = PackWriter(self.store.tmp_dir, os.urandom(8).hex())
+            w = self._writer = PackWriter(
+                self.store.tmp_dir, os.urandom(8).hex(), self.store.buffers, self.store.writer
+            )
         w.add(ChunkId(chunk_id), codec, payload, raw_len)
         self.new_chunks += 1
         self.new_bytes += 1 + len(payload)
@@ -222,10 +225,28 @@ class ChunkStore:
         self.tmp_dir = root / "tmp"
         self.threads = threads or min(4, os.cpu_count() or 2)
         self._pool: ThreadPoolExecutor | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._buffers: BufferPool | None = None
         self._fds: OrderedDict[bytes, int] = OrderedDict()
         self._fd_lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def buffers(self) -> BufferPool:
+        """Reused page-aligned buffers for direct (O_DIRECT) file writes."""
+        if self._buffers is None:
+            self._buffers = BufferPool(4)
+        return self._buffers
+
+    @property
+    def writer(self) -> ThreadPoolExecutor:
+        """One thread that performs direct writes in order (packs, checked-out files)."""
+        if self._writer is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="ms-write")
+        return self._writer
+
     @property
     def pool(self) -> ThreadPoolExecutor:
         """The shared worker pool (created on first use, never across fork)."""
@@ -237,9 +258,10 @@ class ChunkStore:
 
     def close(self) -> None:
         """Release threads and file descriptors."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for ex in (self._pool, self._writer):
+            if ex is not None:
+                ex.shutdown(wait=True)
+        self._pool = self._writer = None
         with self._fd_lock:
             for fd in self._fds.values():
                 os.close(fd)
@@ -372,6 +394,7 @@ class ChunkStore:
     ) -> list[tuple[bytes, int, int, bytes | memoryview | None]]:
         out: list[tuple[bytes, int, int, bytes | memoryview | None]] = []
         start = 0
+        probe = True
         with self.db.read() as txn:
             for end in ends:
                 piece = view[start:end]
@@ -379,7 +402,10 @@ class ChunkStore:
                 if cid in pending or txn.get("chunks", cid) is not None:
                     out.append((cid, end - start, -1, None))
                 else:
-                    codec, payload = compress_chunk(piece)
+                    # probe only until a chunk of this block compresses: neighbours in a file
+                    # are alike, and for compressible data the probe is pure overhead
+                    codec, payload = compress_chunk(piece, probe)
+                    probe = codec == CODEC_RAW
                     out.append((cid, end - start, codec, payload))
                 start = end
         return out

@@ -58,20 +58,21 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def compress_chunk(raw: bytes | memoryview) -> tuple[int, bytes | memoryview]:
+def compress_chunk(raw: bytes | memoryview, probe: bool = True) -> tuple[int, bytes | memoryview]:
     """Choose a codec for one chunk and return ``(codec, payload)``.
 
     The payload may be ``raw`` itself (codec ``CODEC_RAW``); callers write the tag byte and
-    then the payload.
+    then the payload. ``probe=False`` skips the sample probe (the caller has just seen
+    neighbouring chunks compress); the full result is still kept only if it pays.
     """
     n = len(raw)
     if n < 64:
         return CODEC_RAW, raw
     c = _compressor()
-    if n >= 4 * _SAMPLE:
+    if probe and n >= 4 * _SAMPLE:
         mid = (n // 2) & ~7
-        probe = c.compress(raw[mid : mid + _SAMPLE])
-        if len(probe) > _SAMPLE * (1 - MIN_SAVING):
+        sample = c.compress(raw[mid : mid + _SAMPLE])
+        if len(sample) > _SAMPLE * (1 - MIN_SAVING):
             return CODEC_RAW, raw
     out: bytes = c.compress(raw)
     if len(out) > n * (1 - MIN_SAVING):
@@ -88,6 +89,14 @@ def decompress_chunk(codec: int, payload: bytes | memoryview, raw_len: int) -> b
             raise CorruptObjectError(f"raw chunk is {len(payload)} bytes, expected {raw_len}")
         return bytes(payload)
     if codec == CODEC_ZSTD:
+        # Our frames always declare their content size; insist it is the expected one before
+        # decompressing, so a hostile frame cannot make us allocate what it claims.
+        try:
+            declared = zstandard.frame_content_size(payload)
+        except zstandard.ZstdError as exc:
+            raise CorruptObjectError(f"zstd payload has a bad frame header: {exc}") from None
+        if declared != raw_len or raw_len == 0:
+            raise CorruptObjectError(f"zstd frame declares {declared} bytes, expected {raw_len}")
         try:
             out: bytes = _decompressor().decompress(
                 payload, max_output_size=raw_len, allow_extra_data=False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
+import queue
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
-__all__ = ["DirectFileWriter", "direct_buffers", "fsync_dir", "start_writeback"]
+__all__ = ["BLOCK", "BufferPool", "DirectFileWriter", "fsync_dir", "start_writeback"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -50,73 +51,96 @@ def _load() -> Callable[[int, int, int], None]:
 start_writeback = _load()
 
 
+BLOCK = 8 << 20
+ALIGN = 4096
+
+
+class BufferPool:
+    """Page-aligned ``BLOCK``-sized buffers, allocated once and reused.
+
+    Fresh memory is slow to first touch here (~0.5 GB/s against ~12 GB/s warm), so direct
+    writers borrow from a pool instead of allocating per file or per pack.
+    """
+
+    def __init__(self, count: int = 4) -> None:
+        self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
+        for _ in range(count):
+            self._free.put(mmap.mmap(-1, BLOCK))
+
+    def get(self) -> mmap.mmap:
+        """Borrow a buffer (waits until one is returned)."""
+        return self._free.get()
+
+    def put(self, buf: mmap.mmap) -> None:
+        """Return a buffer."""
+        self._free.put(buf)
+
+
 class DirectFileWriter:
     """Sequential writer that bypasses the page cache (``O_DIRECT``) where it can.
 
-    Checkout of a multi-GB file through the page cache pays twice: allocating fresh cache pages
-    (first touch runs ~20x slower than warm memory here) and then flushing them all in the final
-    ``fsync``. With ``O_DIRECT`` the data goes from two reused, page-aligned 8 MiB buffers
-    straight to the disk on a writer thread, overlapping decompression. Filesystems that refuse
-    ``O_DIRECT`` (tmpfs, some network filesystems) get ordinary buffered writes. The unaligned
-    tail of a file is written with ``O_DIRECT`` switched off.
+    Writing a multi-GB file through the page cache pays twice: allocating fresh cache pages and
+    then flushing them all in the final ``fsync`` (buffered + fsync runs at ~360 MB/s on this
+    VM, ``O_DIRECT`` at 1.3-2.2 GB/s). Here data is copied into pooled, page-aligned buffers and
+    each full buffer is written with ``O_DIRECT`` on ``executor`` (one thread, so writes to a
+    file stay in order), overlapping the caller's work. Filesystems that refuse ``O_DIRECT``
+    (tmpfs, some network filesystems) get ordinary buffered writes. The unaligned tail is
+    written with ``O_DIRECT`` switched off. Errors surface from ``write`` or ``close``.
     """
 
-    BLOCK = 8 << 20
-    ALIGN = 4096
-
-    def __init__(self, fd: int, buffers: list[mmap.mmap], pool: ThreadPoolExecutor) -> None:
+    def __init__(self, fd: int, pool: BufferPool, executor: ThreadPoolExecutor) -> None:
         self.fd = fd
-        self._bufs = buffers
         self._pool = pool
-        self._cur = 0
+        self._executor = executor
+        self._buf: mmap.mmap | None = None
         self._fill = 0
-        self._pending: list[Future[None] | None] = [None] * len(buffers)
+        self._pending: list[Future[None]] = []
         self.direct = _try_direct(fd)
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data``."""
         if not self.direct:
             _write_all(self.fd, memoryview(data))
             return
         view = memoryview(data)
         while view:
-            buf = self._bufs[self._cur]
-            n = min(len(view), self.BLOCK - self._fill)
-            buf[self._fill : self._fill + n] = view[:n]
+            if self._buf is None:
+                self._buf = self._pool.get()
+            n = min(len(view), BLOCK - self._fill)
+            self._buf[self._fill : self._fill + n] = view[:n]
             self._fill += n
             view = view[n:]
-            if self._fill == self.BLOCK:
-                self._submit()
+            if self._fill == BLOCK:
+                buf, self._buf, self._fill = self._buf, None, 0
+                self._pending = [f for f in self._pending if not f.done() or f.result()]
+                self._pending.append(self._executor.submit(self._write_block, buf))
 
-    def _submit(self) -> None:
-        i = self._cur
-        self._pending[i] = self._pool.submit(_write_all, self.fd, memoryview(self._bufs[i]))
-        self._cur = (i + 1) % len(self._bufs)
-        self._fill = 0
-        prev = self._pending[self._cur]
-        if prev is not None:  # wait until the next buffer is free again
-            prev.result()
-            self._pending[self._cur] = None
+    def _write_block(self, buf: mmap.mmap) -> None:
+        try:
+            _write_all(self.fd, memoryview(buf))
+        finally:
+            self._pool.put(buf)
 
     def close(self) -> None:
         """Write what is buffered and wait for it (the caller fsyncs and closes the fd)."""
+        buf, self._buf = self._buf, None
         try:
-            for i in range(len(self._bufs)):
-                p = self._pending[(self._cur + i) % len(self._bufs)]
-                if p is not None:
-                    p.result()
-            if self.direct and self._fill:
-                aligned = self._fill // self.ALIGN * self.ALIGN
-                buf = memoryview(self._bufs[self._cur])
+            for f in self._pending:
+                f.result()
+            if buf is not None and self._fill:
+                aligned = self._fill // ALIGN * ALIGN
+                view = memoryview(buf)
                 if aligned:
-                    _write_all(self.fd, buf[:aligned])
-                fcntl.fcntl(
-                    self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~_O_DIRECT
-                )
-                _write_all(self.fd, buf[aligned : self._fill])
+                    _write_all(self.fd, view[:aligned])
+                flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
+                _write_all(self.fd, view[aligned : self._fill])
+                view.release()
         finally:
-            self._pending = [None] * len(self._bufs)
+            self._pending = []
             self._fill = 0
+            if buf is not None:
+                self._pool.put(buf)
 
 
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
@@ -135,8 +159,3 @@ def _try_direct(fd: int) -> bool:
 def _write_all(fd: int, view: memoryview) -> None:
     while view:
         view = view[os.write(fd, view) :]
-
-
-def direct_buffers() -> list[mmap.mmap]:
-    """Two page-aligned buffers for ``DirectFileWriter`` (allocate once, reuse)."""
-    return [mmap.mmap(-1, DirectFileWriter.BLOCK) for _ in range(2)]

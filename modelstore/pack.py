@@ -11,7 +11,7 @@ Byte layout (all integers little-endian; see docs/FORMAT.md §9)::
 
 The trailer index makes a pack self-describing: the chunk index can be rebuilt from packs
 alone, and a remote can list what a pack holds by reading its tail. A pack's id is BLAKE3
-(derive-key, context "pack") of the whole file, computed while it is written.
+(derive-key, context "pack") of its trailer index bytes (``pack_id_of``).
 
 The writer writes to a temporary file in the repository's ``tmp/``, fsyncs it, and renames it
 into ``packs/xx/<id>.pack``; only then may the chunk index point into it.
@@ -19,16 +19,21 @@ into ``packs/xx/<id>.pack``; only then may the chunk index point into it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blake3 import blake3
 
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
 from modelstore.errors import CorruptObjectError, FormatError, UnsupportedFormatError
-from modelstore.fileio import fsync_dir
+from modelstore.fileio import BufferPool, DirectFileWriter, fsync_dir
 from modelstore.ids import ID_LEN, KIND_CONTEXTS, ChunkId
 
 __all__ = [
@@ -40,7 +45,9 @@ __all__ = [
     "SUPPORTED_PACK_VERSIONS",
     "PackEntry",
     "PackWriter",
+    "pack_id_of",
     "read_pack_index",
+    "read_pack_trailer",
 ]
 
 PACK_MAGIC = b"MSPACK"
@@ -71,10 +78,21 @@ class PackWriter:
     Not thread-safe: one writer per thread of control. ``abort`` removes the temporary file.
     """
 
-    def __init__(self, tmp_dir: Path, name: str) -> None:
+    def __init__(
+        self,
+        tmp_dir: Path,
+        name: str,
+        buffers: BufferPool | None = None,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.tmp_path = tmp_dir / f"{name}.pack.tmp"
         self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self._h = blake3(derive_key_context=KIND_CONTEXTS["pack"])
+        # with a buffer pool and a writer thread, the pack bypasses the page cache (O_DIRECT)
+        self._out = (
+            DirectFileWriter(self._fd, buffers, executor)
+            if buffers is not None and executor is not None
+            else None
+        )
         self.entries: list[PackEntry] = []
         self.size = 0
         self._write(HEADER.pack(PACK_MAGIC, PACK_VERSION, bytes(9)))
@@ -82,10 +100,12 @@ class PackWriter:
     def _write(self, *parts: bytes | bytearray | memoryview) -> None:
         # One writev per chunk (tag byte + payload) straight from the caller's buffers: no
         # copy into a Python-side buffer, and the pack hash is updated from the same views.
-        total = 0
-        for p in parts:
-            self._h.update(p)
-            total += len(p)
+        total = sum(len(p) for p in parts)
+        if self._out is not None:
+            for p in parts:
+                self._out.write(p)
+            self.size += total
+            return
         done = os.writev(self._fd, parts)
         if done != total:  # a short write (rare: signals, full disk): finish it piecewise
             rest = b"".join(bytes(p) for p in parts)[done:]
@@ -116,10 +136,12 @@ class PackWriter:
             index_offset, len(self.entries), 0, blake3(index).digest(), bytes(8), PACK_END_MAGIC
         )
         self._write(index, footer)
+        if self._out is not None:
+            self._out.close()
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
-        pack_hex = self._h.hexdigest()
+        pack_hex = pack_id_of(index).hex()
         sub = packs_dir / pack_hex[:2]
         sub.mkdir(parents=True, exist_ok=True)
         final = sub / f"{pack_hex}.pack"
@@ -130,6 +152,9 @@ class PackWriter:
     def abort(self) -> None:
         """Drop the temporary file."""
         try:
+            if self._out is not None:
+                with contextlib.suppress(OSError):
+                    self._out.close()
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
@@ -137,7 +162,18 @@ class PackWriter:
             self.tmp_path.unlink(missing_ok=True)
 
 
-def read_pack_index(fd: int, size: int) -> Iterator[PackEntry]:
+def pack_id_of(index: bytes) -> bytes:
+    """A pack's id: BLAKE3 (derive-key, context "pack") of its trailer index bytes.
+
+    The index lists every chunk's id, offset, stored and raw length and codec, so the id
+    commits to the pack's content through the chunk ids (as Xet names xorbs by their chunk
+    hashes) without a second pass over the pack's bytes; each chunk's bytes are verified
+    against its own id whenever they are read.
+    """
+    return blake3(index, derive_key_context=KIND_CONTEXTS["pack"]).digest()
+
+
+def read_pack_trailer(fd: int, size: int) -> tuple[bytes, list[PackEntry]]:
     """Read and check a pack's header, footer and index from an open file descriptor.
 
     Raises ``FormatError`` (``CorruptObjectError`` for hash mismatches) on anything wrong, and
@@ -164,11 +200,18 @@ def read_pack_index(fd: int, size: int) -> Iterator[PackEntry]:
         raise FormatError(f"pack is truncated (shorter than {size} bytes)")
     if blake3(raw).digest() != index_hash:
         raise CorruptObjectError("pack index does not match its hash")
+    entries: list[PackEntry] = []
     for i in range(count):
         cid, off, stored, rawlen, codec = INDEX_ENTRY.unpack_from(raw, i * INDEX_ENTRY.size)
         if off < HEADER.size or off + stored > index_offset or stored < 1:
             raise FormatError("pack index entry points outside the pack")
-        yield PackEntry(ChunkId(cid), off, stored, rawlen, codec)
+        entries.append(PackEntry(ChunkId(cid), off, stored, rawlen, codec))
+    return raw, entries
+
+
+def read_pack_index(fd: int, size: int) -> Iterator[PackEntry]:
+    """Check a pack's header, footer and index; return its entries (``read_pack_trailer``)."""
+    return iter(read_pack_trailer(fd, size)[1])
 
 
 assert INDEX_ENTRY.size == 49 and FOOTER.size == 64 and HEADER.size == 16 and ID_LEN == 32

@@ -17,7 +17,6 @@ import contextlib
 import getpass
 import io
 import itertools
-import mmap
 import os
 import stat as statmod
 import time
@@ -47,7 +46,7 @@ from modelstore.errors import (
     StorageError,
     UncommittedChangesError,
 )
-from modelstore.fileio import DirectFileWriter, direct_buffers, fsync_dir
+from modelstore.fileio import DirectFileWriter, fsync_dir
 from modelstore.ids import ID_LEN, ChunkId, ObjectId
 from modelstore.lock import RepoLock
 from modelstore.metadb import MetaDB, Txn, open_metadb
@@ -65,7 +64,7 @@ from modelstore.objects import (
 )
 
 if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
+    pass
 
 __all__ = [
     "MS_DIR",
@@ -182,8 +181,6 @@ class Repository:
         )
         self.lock = RepoLock(self.ms_dir / "lock")
         self._dirty_dirs: set[Path] = set()
-        self._flusher_pool: ThreadPoolExecutor | None = None
-        self._dbufs: list[mmap.mmap] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
@@ -251,9 +248,6 @@ class Repository:
     def close(self) -> None:
         """Release threads and files (the LMDB environment stays for this process)."""
         self.store.close()
-        if self._flusher_pool is not None:
-            self._flusher_pool.shutdown(wait=True)
-            self._flusher_pool = None
 
     def __enter__(self) -> Repository:
         return self
@@ -936,20 +930,6 @@ class Repository:
         self.db.write(fn)
         return {"commit": target.hex(), "written": written, "removed": len(remove)}
 
-    @property
-    def _flusher(self) -> ThreadPoolExecutor:
-        if self._flusher_pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._flusher_pool = ThreadPoolExecutor(1, thread_name_prefix="ms-flush")
-        return self._flusher_pool
-
-    def _direct_buffers(self) -> list[mmap.mmap]:
-        # allocated once per repository object and reused: fresh memory is slow to first touch
-        if self._dbufs is None:
-            self._dbufs = direct_buffers()
-        return self._dbufs
-
     def _sync_dirs(self) -> None:
         """Make the renames of written files durable: one fsync per folder touched."""
         dirs, self._dirty_dirs = self._dirty_dirs, set()
@@ -997,7 +977,7 @@ class Repository:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, e.mode)
             try:
                 where = f"{rel} in commit {commit.hex()[:12]}" if commit else rel
-                out = DirectFileWriter(fd, self._direct_buffers(), self._flusher)
+                out = DirectFileWriter(fd, self.store.buffers, self.store.writer)
                 try:
                     for data in self.iter_file(m, where, file_hash=False):
                         out.write(data)

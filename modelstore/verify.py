@@ -25,7 +25,7 @@ from modelstore.chunkstore import PACK_REC, ChunkLoc, decode_loc
 from modelstore.errors import MsError
 from modelstore.metadb import Txn
 from modelstore.objects import ChunkList, Commit, FileManifest, Tree, decode_object
-from modelstore.pack import read_pack_index
+from modelstore.pack import pack_id_of, read_pack_trailer
 from modelstore.repository import Repository
 
 __all__ = ["Problem", "VerifyReport", "verify"]
@@ -145,10 +145,11 @@ def verify(
                     bad(Problem("pack", "pack size differs from the pack table", str(ppath)))
                 fd = os.open(ppath, os.O_RDONLY)
                 try:
-                    for _ in read_pack_index(fd, size):
-                        pass
+                    index, _ = read_pack_trailer(fd, size)
                 finally:
                     os.close(fd)
+                if pack_id_of(index) != pack_id:
+                    bad(Problem("pack", "pack index does not match the pack's name", str(ppath)))
             except FileNotFoundError:
                 bad(Problem("pack", "pack file is missing", str(ppath)))
             except MsError as exc:

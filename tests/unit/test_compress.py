@@ -153,9 +153,15 @@ def test_compress_negative_raw_len(codec):
         decompress_chunk(codec, _zstd_payload()[1], -1)
 
 
-def test_compress_zstd_frame_without_content_size():
+def test_compress_zstd_frame_must_declare_its_content_size():
+    # FORMAT.md §8: a frame that does not declare the expected size is refused before any
+    # decompression, so a hostile frame cannot make the reader allocate what it claims
     raw = bytes(5_000)
     payload = zstandard.ZstdCompressor(write_content_size=False).compress(raw)
-    assert decompress_chunk(CODEC_ZSTD, payload, len(raw)) == raw
+    with pytest.raises(CorruptObjectError, match="declares"):
+        decompress_chunk(CODEC_ZSTD, payload, len(raw))
+    huge = zstandard.ZstdCompressor().compress(raw)
+    with pytest.raises(CorruptObjectError, match="declares"):
+        decompress_chunk(CODEC_ZSTD, huge, len(raw) - 1)
     with pytest.raises(CorruptObjectError):
-        decompress_chunk(CODEC_ZSTD, payload, len(raw) - 1)
+        decompress_chunk(CODEC_ZSTD, huge, 0)

@@ -21,7 +21,9 @@ from modelstore.pack import (
     PACK_VERSION,
     PackEntry,
     PackWriter,
+    pack_id_of,
     read_pack_index,
+    read_pack_trailer,
 )
 
 from ..conftest import make_data
@@ -91,10 +93,20 @@ def test_pack_layout(tmp_path):
     assert len(data) == HEADER.size + sum(e.stored_len for e in written) + len(index) + 64
 
 
-def test_pack_id_is_derive_key_hash_of_file(tmp_path):
+def test_pack_id_is_derive_key_hash_of_its_trailer_index(tmp_path):
     pack_hex, path, _ = _write(tmp_path)
-    expect = blake3(path.read_bytes(), derive_key_context="modelstore 2026-11 pack v1")
+    data = path.read_bytes()
+    index_offset, count = struct.unpack_from("<QI", data, len(data) - FOOTER.size)
+    index = data[index_offset : index_offset + count * INDEX_ENTRY.size]
+    expect = blake3(index, derive_key_context="modelstore 2026-11 pack v1")
     assert pack_hex == expect.hexdigest()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        raw, entries = read_pack_trailer(fd, len(data))
+    finally:
+        os.close(fd)
+    assert raw == index and len(entries) == count
+    assert pack_id_of(raw).hex() == pack_hex
 
 
 def test_pack_empty(tmp_path):
