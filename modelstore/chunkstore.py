@@ -229,11 +229,26 @@ class ChunkStore:
         self._buffers: BufferPool | None = None
         self._fds: OrderedDict[bytes, int] = OrderedDict()
         self._fd_lock = threading.Lock()
+        self._pid = os.getpid()
 
     # -- plumbing ---------------------------------------------------------------------------
+    def _after_fork(self) -> None:
+        """In a forked child, forget the parent's threads and locks (they do not exist here).
+
+        A child that used the parent's pools would wait forever on threads that were not
+        forked; descriptors are reopened too, since a parent thread may have held the lock.
+        """
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._pool = self._writer = None
+        self._buffers = None
+        self._fd_lock = threading.Lock()
+        self._fds = OrderedDict()
     @property
     def buffers(self) -> BufferPool:
         """Reused page-aligned buffers for direct (O_DIRECT) file writes."""
+        self._after_fork()
         if self._buffers is None:
             self._buffers = BufferPool(4)
         return self._buffers
@@ -241,6 +256,7 @@ class ChunkStore:
     @property
     def writer(self) -> ThreadPoolExecutor:
         """One thread that performs direct writes in order (packs, checked-out files)."""
+        self._after_fork()
         if self._writer is None:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -249,7 +265,8 @@ class ChunkStore:
 
     @property
     def pool(self) -> ThreadPoolExecutor:
-        """The shared worker pool (created on first use, never across fork)."""
+        """The shared worker pool (created on first use; recreated in a forked child)."""
+        self._after_fork()
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -273,6 +290,7 @@ class ChunkStore:
         return self.packs_dir / h[:2] / f"{h}.pack"
 
     def _pack_fd(self, pack_id: bytes) -> int:
+        self._after_fork()
         with self._fd_lock:
             fd = self._fds.get(pack_id)
             if fd is not None:

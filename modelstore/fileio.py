@@ -1,10 +1,10 @@
 """Layer 0: durable-write primitives for local files: directory fsync and early writeback.
 
-``start_writeback`` is ``sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE)`` on Linux, a no-op
-elsewhere: it asks the kernel to start writing a range to disk without waiting for it. Used
-where the disk, not the CPU, is the limit (checkout of a large file): the flush then overlaps
-decompression instead of all happening in the final ``fsync``. Measured not to pay for packs
-during ``add``, where little is written (see docs/ARCHITECTURE.md).
+``DirectFileWriter`` writes large files (packs, checked-out files) with ``O_DIRECT`` from a
+pool of reused, page-aligned buffers on a writer thread. ``start_writeback``
+(``sync_file_range(..., SYNC_FILE_RANGE_WRITE)`` on Linux, a no-op elsewhere) is kept for
+buffered writers but currently unused: measured, it slowed ``add`` and ``O_DIRECT`` beat it for
+checkout (docs/ARCHITECTURE.md, performance notes).
 """
 
 from __future__ import annotations

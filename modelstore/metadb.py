@@ -1,8 +1,9 @@
 """Layer 2: the LMDB metadata environment, with the discipline LMDB needs from Python.
 
 - One environment per path per process, through a registry (LMDB forbids opening one file
-  twice in a process), and never carried across ``fork()``: the child drops the registry and
-  opens its own (ML data loaders fork).
+  twice in a process), and never carried across ``fork()``: before a fork every environment
+  is closed with no transaction in flight, the parent reopens it right after, and the child
+  opens its own on first use (ML data loaders fork).
 - ``read()`` gives a read-only transaction: readers never block and never wait for writers.
 - ``write(fn)`` runs ``fn(txn)`` in one write transaction: one logical change, all or nothing.
   When the map fills, the transaction is aborted, the map doubled, and ``fn`` run again; past

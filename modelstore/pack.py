@@ -98,8 +98,8 @@ class PackWriter:
         self._write(HEADER.pack(PACK_MAGIC, PACK_VERSION, bytes(9)))
 
     def _write(self, *parts: bytes | bytearray | memoryview) -> None:
-        # One writev per chunk (tag byte + payload) straight from the caller's buffers: no
-        # copy into a Python-side buffer, and the pack hash is updated from the same views.
+        # Normally through the DirectFileWriter (O_DIRECT from pooled buffers); without one,
+        # one writev per chunk (tag byte + payload) straight from the caller's buffers.
         total = sum(len(p) for p in parts)
         if self._out is not None:
             for p in parts:

@@ -86,3 +86,54 @@ def test_second_writer_waits_then_times_out_naming_the_holder(tmp_path: Path) ->
     # the kernel released the dead holder's lock: no stale lock
     with RepoLock(work / ".ms" / "lock", timeout=2):
         pass
+
+
+def test_forked_child_reads_with_an_inherited_repository(tmp_path: Path) -> None:
+    """Data-loader style: open in the parent, use pools there, then read in forked workers."""
+    import os
+
+    work = tmp_path / "w"
+    r = Repository.init(work, pack_size=1 << 16)
+    data = bytes(range(256)) * 2000
+    (work / "d.bin").write_bytes(data)
+    r.add([str(work / "d.bin")])
+    r.commit("c")
+    import io
+
+    out = io.BytesIO()
+    r.cat("HEAD", "d.bin", out)  # the parent's thread pool and descriptors are now in use
+    pids = []
+    for _ in range(3):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                buf = io.BytesIO()
+                r.cat("HEAD", "d.bin", buf)
+                with r.open_file("d.bin") as f:
+                    f.seek(1000)
+                    ok = f.read(10) == data[1000:1010]
+                code = 0 if ok and buf.getvalue() == data else 2
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    import signal
+
+    deadline = time.monotonic() + 30
+    codes = {}
+    while len(codes) < len(pids) and time.monotonic() < deadline:
+        for pid in pids:
+            if pid not in codes:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    codes[pid] = os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    for pid in pids:  # a child stuck on the parent's (unforked) threads would hang: kill it
+        if pid not in codes:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert sorted(codes.values()) == [0] * len(pids), f"children hung or failed: {codes}"
+    out2 = io.BytesIO()
+    r.cat("HEAD", "d.bin", out2)  # the parent still works
+    assert out2.getvalue() == data
+    r.close()
