@@ -17,6 +17,7 @@ after ``ChunkSink.close`` returns. Every chunk read back is checked against its 
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
@@ -36,6 +37,7 @@ from modelstore.errors import (
     CorruptObjectError,
     FormatError,
     ObjectNotFoundError,
+    RepositoryFullError,
     StorageError,
 )
 from modelstore.fileio import BufferPool
@@ -62,6 +64,7 @@ __all__ = [
     "ChunkStore",
     "StoreStats",
     "decode_loc",
+    "storage_error",
 ]
 
 #: chunk index value: version u8 | pack id (32) | offset u64 | stored len u32 | raw len u32 |
@@ -101,6 +104,16 @@ class StoreStats:
     raw_bytes: int
     stored_bytes: int
     pack_bytes: int
+
+
+def storage_error(exc: OSError, doing: str) -> StorageError:
+    """One clear error for an OS error while writing: a full disk says what to do."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RepositoryFullError(
+            f"no space left on the device while {doing}; free disk space and retry "
+            "(everything already committed is intact)"
+        )
+    return StorageError(f"I/O error while {doing}: {exc.strerror or exc}")
 
 
 def decode_loc(raw: bytes) -> ChunkLoc:
@@ -312,7 +325,11 @@ class ChunkStore:
             return fd
 
     def _commit_pack(self, writer: PackWriter) -> None:
-        pack_hex, _ = writer.finish(self.packs_dir)
+        try:
+            pack_hex, _ = writer.finish(self.packs_dir)
+        except BaseException:
+            writer.abort()  # a pack that could not be finished leaves no temporary file
+            raise
         pack_id = bytes.fromhex(pack_hex)
         rec = PACK_REC.pack(1, writer.size, len(writer.entries), time.time_ns())
         entries: list[PackEntry] = writer.entries
@@ -488,7 +505,10 @@ class ChunkStore:
                 n = 0
                 want = cap - tail
                 while n < want:
-                    got = stream.readinto(mv[tail + n : cap])
+                    try:
+                        got = stream.readinto(mv[tail + n : cap])
+                    except OSError as exc:
+                        raise StorageError(f"cannot read the file being added: {exc}") from None
                     if not got:
                         eof = True
                         break
@@ -509,8 +529,8 @@ class ChunkStore:
                     progress(n)
             while inflight:
                 consume()
-        except OSError as exc:
-            raise StorageError(f"read error: {exc}") from None
+        except OSError as exc:  # writing packs (the reads are handled above)
+            raise storage_error(exc, "writing packs") from None
         finally:
             for fut, hfut in inflight:
                 fut.cancel()

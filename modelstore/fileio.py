@@ -9,6 +9,7 @@ checkout (docs/ARCHITECTURE.md, performance notes).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import mmap
 import os
@@ -141,6 +142,18 @@ class DirectFileWriter:
             self._fill = 0
             if buf is not None:
                 self._pool.put(buf)
+
+
+    def discard(self) -> None:
+        """Drop what is buffered (the file is being abandoned); wait for writes in flight."""
+        buf, self._buf = self._buf, None
+        for f in self._pending:
+            with contextlib.suppress(Exception):
+                f.result()
+        self._pending = []
+        self._fill = 0
+        if buf is not None:
+            self._pool.put(buf)
 
 
 _O_DIRECT = getattr(os, "O_DIRECT", 0)

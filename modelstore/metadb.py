@@ -25,7 +25,7 @@ import lmdb
 
 from modelstore.errors import RepositoryFullError, StorageError
 
-__all__ = ["DBS", "MAX_MAP_SIZE", "MetaDB", "Txn", "open_metadb"]
+__all__ = ["DBS", "MAX_MAP_SIZE", "MetaDB", "Txn", "open_metadb", "release_metadb"]
 
 T = TypeVar("T")
 
@@ -107,6 +107,8 @@ class MetaDB:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
         self.readonly = readonly
+        self.users = 0
+        self.released = False
         self._init_sync()
         self._open()
 
@@ -149,7 +151,9 @@ class MetaDB:
                     "open the repository again after forking"
                 )
             if self._closed:
-                self._open()  # first use in a forked child
+                if self.released:
+                    raise StorageError("this repository was closed; open it again")
+                self._open()  # first use after a fork (in the child, or in the parent)
             self._active += 1
         try:
             yield
@@ -256,10 +260,7 @@ def _before_fork() -> None:
 def _after_fork_in_parent() -> None:
     try:
         for db in _paused_for_fork:
-            try:
-                db._open()
-            finally:
-                db._resume()
+            db._resume()  # reopened lazily on next use, like in the child
         for db in _registry.values():
             db.__dict__.pop("_fork_unsafe_pending", None)
     finally:
@@ -287,11 +288,35 @@ os.register_at_fork(
 
 
 def open_metadb(path: Path) -> MetaDB:
-    """Return this process's environment for ``path``, opening it on first use."""
+    """Return this process's environment for ``path``, opening it on first use.
+
+    Every call must be paired with ``release_metadb``; the environment is closed when the
+    last user releases it, so a long-lived process does not keep every repository it ever
+    touched open (nor drag them all through each ``fork()``).
+    """
     key = os.path.realpath(path)
     with _registry_lock:
         db = _registry.get(key)
         if db is None:
             db = MetaDB(Path(key))
             _registry[key] = db
+        db.users += 1
         return db
+
+
+def release_metadb(db: MetaDB) -> None:
+    """Drop one user of ``db``; close it when none is left."""
+    with _registry_lock:
+        db.users -= 1
+        if db.users > 0:
+            return
+        key = str(db.path)
+        if _registry.get(key) is db:
+            del _registry[key]
+        db.released = True
+    if db._pause(FORK_DRAIN_SECONDS):
+        try:
+            if not db._closed:
+                db.close()
+        finally:
+            db._resume()

@@ -19,7 +19,6 @@ into ``packs/xx/<id>.pack``; only then may the chunk index point into it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
 from collections.abc import Iterator
@@ -153,8 +152,7 @@ class PackWriter:
         """Drop the temporary file."""
         try:
             if self._out is not None:
-                with contextlib.suppress(OSError):
-                    self._out.close()
+                self._out.discard()
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1

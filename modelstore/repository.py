@@ -30,7 +30,7 @@ from blake3 import blake3
 
 from modelstore import codec, refs
 from modelstore.chunker import ChunkerParams
-from modelstore.chunkstore import ChunkStore, StoreStats
+from modelstore.chunkstore import ChunkStore, StoreStats, storage_error
 from modelstore.config import FORMAT_FILE_TEXT, RepoConfig, parse_format_file
 from modelstore.errors import (
     BadArgumentError,
@@ -49,7 +49,7 @@ from modelstore.errors import (
 from modelstore.fileio import DirectFileWriter, fsync_dir
 from modelstore.ids import ID_LEN, ChunkId, ObjectId
 from modelstore.lock import RepoLock
-from modelstore.metadb import MetaDB, Txn, open_metadb
+from modelstore.metadb import MetaDB, Txn, open_metadb, release_metadb
 from modelstore.objects import (
     MODE_EXEC,
     MODE_FILE,
@@ -171,11 +171,18 @@ class Repository:
         except OSError as exc:
             raise StorageError(f"cannot read {fmt}: {exc}") from None
         self.db: MetaDB = open_metadb(self.ms_dir / "meta")
-        with self.db.read() as txn:
-            raw = txn.get("meta", b"config")
-        if raw is None:
-            raise NotARepositoryError(f"{workdir}/.ms has no config: the repository is damaged")
-        self.config = RepoConfig.decode(raw)
+        self._closed = False
+        try:
+            with self.db.read() as txn:
+                raw = txn.get("meta", b"config")
+            if raw is None:
+                raise NotARepositoryError(
+                    f"{workdir}/.ms has no config: the repository is damaged"
+                )
+            self.config = RepoConfig.decode(raw)
+        except BaseException:
+            release_metadb(self.db)
+            raise
         self.store = ChunkStore(
             self.ms_dir, self.db, self.config.chunker, self.config.pack_size, threads
         )
@@ -212,7 +219,10 @@ class Repository:
             txn.put("meta", b"config", cfg.encode())
             refs.set_symbolic(txn, refs.HEAD, refs.branch_ref(refs.DEFAULT_BRANCH))
 
-        db.write(setup)
+        try:
+            db.write(setup)
+        finally:
+            release_metadb(db)
         # FORMAT last: a half-made repository is not mistaken for a real one
         tmp = ms / "FORMAT.tmp"
         with open(tmp, "w") as f:
@@ -246,8 +256,12 @@ class Repository:
             cur = cur.parent
 
     def close(self) -> None:
-        """Release threads and files (the LMDB environment stays for this process)."""
+        """Release threads, files and (when no one else in this process uses it) the DB."""
+        if self._closed:
+            return
+        self._closed = True
         self.store.close()
+        release_metadb(self.db)
 
     def __enter__(self) -> Repository:
         return self
@@ -564,6 +578,9 @@ class Repository:
                         result["added"].append(rel)
                         result["bytes_read"] += manifest.size
                     sink.close()
+                except OSError as exc:  # from the pack writer and finisher threads
+                    sink.abort()
+                    raise storage_error(exc, "writing packs") from None
                 except BaseException:
                     sink.abort()
                     raise
@@ -998,7 +1015,7 @@ class Repository:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise StorageError(f"cannot write {dest}: {exc}") from None
+            raise storage_error(exc, f"writing {dest}") from None
         st = os.lstat(dest)
         return IndexEntry(
             e.id, st.st_size, e.mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, recorded
