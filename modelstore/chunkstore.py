@@ -258,6 +258,7 @@ class ChunkStore:
         self._buffers = None
         self._fd_lock = threading.Lock()
         self._fds = OrderedDict()
+
     @property
     def buffers(self) -> BufferPool:
         """Reused page-aligned buffers for direct (O_DIRECT) file writes."""

@@ -143,7 +143,6 @@ class DirectFileWriter:
             if buf is not None:
                 self._pool.put(buf)
 
-
     def discard(self) -> None:
         """Drop what is buffered (the file is being abandoned); wait for writes in flight."""
         buf, self._buf = self._buf, None

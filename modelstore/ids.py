@@ -41,6 +41,7 @@ KIND_CONTEXTS: dict[str, str] = {
     "tree": "modelstore 2026-11 tree v1",
     "commit": "modelstore 2026-11 commit v1",
     "chunklist": "modelstore 2026-11 chunk list v1",
+    "tag": "modelstore 2026-11 tag v1",
     "pack": "modelstore 2026-11 pack v1",
 }
 

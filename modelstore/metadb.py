@@ -37,6 +37,17 @@ INITIAL_MAP_SIZE = 1 << 40
 MAX_MAP_SIZE = 1 << 44
 
 
+def _successor(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix`` (None: no such key)."""
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if not p:
+        return None
+    p[-1] += 1
+    return bytes(p)
+
+
 class Txn:
     """A transaction over the named sub-databases."""
 
@@ -89,6 +100,19 @@ class Txn:
                     break
                 out.append(bytes(k))
         return out
+
+    def last(self, db: str, prefix: bytes) -> tuple[bytes, bytes] | None:
+        """The last ``(key, value)`` whose key starts with ``prefix``, or None (O(log n))."""
+        upper = _successor(prefix)
+        with self._txn.cursor(db=self._dbs[db]) as cur:
+            found = cur.set_range(upper) if upper is not None else False
+            ok = cur.prev() if found else cur.last()
+            if not ok:
+                return None
+            k = bytes(cur.key())
+            if not k.startswith(prefix):
+                return None
+            return k, bytes(cur.value())
 
     def count(self, db: str) -> int:
         """Number of entries in a sub-database."""

@@ -24,6 +24,7 @@ from modelstore.ids import ID_LEN, ChunkId, ObjectId, object_id
 __all__ = [
     "KIND_BYTES",
     "KIND_CHUNKLIST",
+    "KIND_TAG",
     "KIND_COMMIT",
     "KIND_MANIFEST",
     "KIND_TREE",
@@ -35,6 +36,7 @@ __all__ = [
     "Commit",
     "FileManifest",
     "Segment",
+    "Tag",
     "Tree",
     "TreeEntry",
     "check_name",
@@ -47,11 +49,13 @@ KIND_MANIFEST = 1
 KIND_TREE = 2
 KIND_COMMIT = 3
 KIND_CHUNKLIST = 4
+KIND_TAG = 5
 KIND_BYTES = {
     KIND_MANIFEST: "manifest",
     KIND_TREE: "tree",
     KIND_COMMIT: "commit",
     KIND_CHUNKLIST: "chunklist",
+    KIND_TAG: "tag",
 }
 
 ENTRY_FILE = 1
@@ -399,18 +403,65 @@ class Commit:
         return cls(ObjectId(v[1]), parents, v[3], v[4], v[5], v[6], v[7])
 
 
-Obj = FileManifest | Tree | Commit | ChunkList
-_CLASSES: dict[int, type[FileManifest] | type[Tree] | type[Commit] | type[ChunkList]] = {
+@dataclass(frozen=True)
+class Tag:
+    """An annotated tag: a name fixed to a commit, with who tagged it, when and why."""
+
+    target: ObjectId
+    name: str
+    tagger: str
+    time: int
+    tz_offset: int
+    message: str
+    VERSION = 1
+
+    def encode(self) -> bytes:
+        """Canonical encoding."""
+        return codec.encode(
+            [
+                self.VERSION,
+                self.target,
+                self.name,
+                self.tagger,
+                self.time,
+                self.tz_offset,
+                self.message,
+            ]
+        )
+
+    @property
+    def id(self) -> ObjectId:
+        """The tag object id."""
+        return object_id("tag", self.encode())
+
+    @classmethod
+    def from_value(cls, v: Any) -> Tag:
+        """Build from a decoded msgpack value, validating it."""
+        _need(isinstance(v, list) and len(v) == 7, "tag is not a 7-array")
+        _need(_is_int(v[0]) and v[0] == cls.VERSION, f"tag version {v[0]!r} unsupported")
+        _need(_is_id(v[1]), "tag target")
+        _need(isinstance(v[2], str) and isinstance(v[3], str), "tag name or tagger")
+        _need(_is_int(v[4]) and _is_int(v[5]), "tag time")
+        _need(isinstance(v[6], str), "tag message")
+        return cls(ObjectId(v[1]), v[2], v[3], v[4], v[5], v[6])
+
+
+Obj = FileManifest | Tree | Commit | ChunkList | Tag
+_CLASSES: dict[
+    int, type[FileManifest] | type[Tree] | type[Commit] | type[ChunkList] | type[Tag]
+] = {
     KIND_MANIFEST: FileManifest,
     KIND_TREE: Tree,
     KIND_COMMIT: Commit,
     KIND_CHUNKLIST: ChunkList,
+    KIND_TAG: Tag,
 }
 _KIND_OF: dict[type, int] = {
     FileManifest: KIND_MANIFEST,
     Tree: KIND_TREE,
     Commit: KIND_COMMIT,
     ChunkList: KIND_CHUNKLIST,
+    Tag: KIND_TAG,
 }
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from blake3 import blake3
 
-from modelstore import codec, refs
+from modelstore import codec, reflog, refs
 from modelstore.chunker import ChunkerParams
 from modelstore.chunkstore import ChunkStore, StoreStats, storage_error
 from modelstore.config import FORMAT_FILE_TEXT, RepoConfig, parse_format_file
@@ -41,6 +41,7 @@ from modelstore.errors import (
     NothingToCommitError,
     ObjectNotFoundError,
     PathError,
+    RefConflictError,
     RefNotFoundError,
     RepositoryExistsError,
     StorageError,
@@ -51,11 +52,13 @@ from modelstore.ids import ID_LEN, ChunkId, ObjectId
 from modelstore.lock import RepoLock
 from modelstore.metadb import MetaDB, Txn, open_metadb, release_metadb
 from modelstore.objects import (
+    KIND_TAG,
     MODE_EXEC,
     MODE_FILE,
     ChunkList,
     Commit,
     FileManifest,
+    Tag,
     Tree,
     TreeEntry,
     check_name,
@@ -70,6 +73,7 @@ __all__ = [
     "MS_DIR",
     "ChunkedFile",
     "IndexEntry",
+    "MergeState",
     "Repository",
     "Status",
 ]
@@ -129,6 +133,44 @@ class IndexEntry:
         )
 
 
+MERGE_STATE_KEY = b"merge_state"
+
+
+@dataclass
+class MergeState:
+    """A merge (or revert) stopped on conflicts, kept in the DB until commit or abort.
+
+    ``conflicts`` maps a path to its ``(base, ours, theirs)`` versions, each a
+    ``(manifest id, mode, size)`` or None where that side has no such file.
+    """
+
+    kind: str
+    other: ObjectId
+    message: str
+    conflicts: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        """Stored form."""
+        return codec.encode(
+            [
+                1,
+                self.kind,
+                self.other,
+                self.message,
+                {p: [list(v) if v else None for v in sides] for p, sides in self.conflicts.items()},
+            ]
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> MergeState:
+        """Parse the stored form."""
+        v = codec.decode(raw)
+        if not (isinstance(v, list) and len(v) == 5 and v[0] == 1):
+            raise FormatError("malformed merge state")
+        conflicts = {p: tuple(tuple(x) if x else None for x in sides) for p, sides in v[4].items()}
+        return cls(v[1], ObjectId(v[2]), v[3], conflicts)  # type: ignore[arg-type]
+
+
 @dataclass
 class Status:
     """What differs between HEAD, the staging index and the working tree."""
@@ -139,11 +181,13 @@ class Status:
     modified: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     untracked: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    merging: str | None = None
 
     @property
     def clean(self) -> bool:
-        """No staged, unstaged or untracked changes."""
-        return not (self.staged or self.modified or self.deleted or self.untracked)
+        """No staged, unstaged or untracked changes, and no merge in progress."""
+        return not (self.staged or self.modified or self.deleted or self.untracked or self.merging)
 
 
 def _mode_of(st: os.stat_result) -> int:
@@ -176,9 +220,7 @@ class Repository:
             with self.db.read() as txn:
                 raw = txn.get("meta", b"config")
             if raw is None:
-                raise NotARepositoryError(
-                    f"{workdir}/.ms has no config: the repository is damaged"
-                )
+                raise NotARepositoryError(f"{workdir}/.ms has no config: the repository is damaged")
             self.config = RepoConfig.decode(raw)
         except BaseException:
             release_metadb(self.db)
@@ -318,6 +360,16 @@ class Repository:
         """Every ``(chunk_id, length)`` of a file, one segment in memory at a time."""
         return m.iter_chunks(self.get_chunk_list)
 
+    def merge_state(self, txn: Txn | None = None) -> MergeState | None:
+        """The merge or revert in progress, if any."""
+
+        def fn(t: Txn) -> MergeState | None:
+            raw = t.get("meta", MERGE_STATE_KEY)
+            return None if raw is None else MergeState.decode(raw)
+
+        result: MergeState | None = self._with_txn(txn, fn)
+        return result
+
     def _with_txn(self, txn: Txn | None, fn: Callable[[Txn], Any]) -> Any:
         if txn is not None:
             return fn(txn)
@@ -325,7 +377,7 @@ class Repository:
             return fn(t)
 
     @staticmethod
-    def _put(txn: Txn, obj: FileManifest | Tree | Commit) -> ObjectId:
+    def _put(txn: Txn, obj: FileManifest | Tree | Commit | Tag | ChunkList) -> ObjectId:
         oid, stored = encode_object(obj)
         txn.put("objects", oid, stored, overwrite=False)
         return oid
@@ -344,6 +396,34 @@ class Repository:
         result: tuple[str | None, ObjectId | None] = self._with_txn(txn, fn)
         return result
 
+    def _move_ref(
+        self,
+        txn: Txn,
+        name: str,
+        old: ObjectId | None,
+        new: ObjectId | None,
+        command: str,
+        message: str = "",
+    ) -> None:
+        """Move (or, with ``new=None``, delete) a ref by compare-and-swap and log the move.
+
+        Follows symbolic refs (HEAD); when HEAD points at the moved branch, HEAD's own log
+        records the move too, as in git. Runs inside the caller's write transaction.
+        """
+        final, current = refs.resolve_ref(txn, name)
+        if current != old:
+            have = current.hex()[:12] if current else "nothing"
+            raise RefConflictError(f"{final} moved to {have} while this operation ran; retry it")
+        if new is None:
+            refs.delete_ref(txn, final, old)
+        else:
+            refs.set_if_equals(txn, final, old, new)
+        reflog.append(txn, final, old, new, command, message)
+        if final != refs.HEAD:
+            target, _ = refs.read_ref(txn, refs.HEAD)
+            if target == final:
+                reflog.append(txn, refs.HEAD, old, new, command, message)
+
     def resolve(self, rev: str, txn: Txn | None = None) -> ObjectId:
         """Resolve a revision (``HEAD``, ``HEAD~2``, ``main^``, an id or prefix) to a commit id."""
         result: ObjectId = self._with_txn(txn, lambda t: self._resolve(t, rev))
@@ -353,14 +433,13 @@ class Repository:
         rev = rev.strip()
         if not rev:
             raise BadArgumentError("empty revision")
-        i = len(rev)
-        while i > 0 and (rev[i - 1].isdigit() or rev[i - 1] in "~^"):
-            i -= 1
-        # the base may itself end in digits (a hex prefix); back off to the first ~ or ^
+        # the base may itself end in digits (a hex prefix): split at the first ~ or ^
         j = min((k for k in (rev.find("~"), rev.find("^")) if k >= 0), default=len(rev))
         base, suffix = rev[:j], rev[j:]
-        del i
-        oid = self._resolve_base(txn, base, rev)
+        if base.endswith("}") and "@{" in base:
+            oid = self._resolve_reflog(txn, base, rev)
+        else:
+            oid = self._resolve_base(txn, base, rev)
         pos = 0
         while pos < len(suffix):
             op = suffix[pos]
@@ -378,6 +457,40 @@ class Repository:
                 oid = self._parent(txn, oid, n, rev)
             else:  # pragma: no cover - the loop above only lets ~ and ^ through
                 raise BadArgumentError(f"bad revision {rev!r}")
+        return oid
+
+    def _resolve_reflog(self, txn: Txn, base: str, rev: str) -> ObjectId:
+        """``REF@{N}``: the value REF had N moves ago (``@{0}`` is its current value)."""
+        name, _, num = base[:-1].partition("@{")
+        if not num.isdigit():
+            raise BadArgumentError(f"bad revision {rev!r}: use REF@{{N}} with a number N")
+        n = int(num)
+        ref = self._full_ref(txn, name or "HEAD")
+        log = reflog.entries(txn, ref)
+        if n >= len(log) or log[-1 - n].new is None:
+            raise RefNotFoundError(f"{name or 'HEAD'} has no entry {n} in its reflog")
+        oid = log[-1 - n].new
+        assert oid is not None
+        return oid
+
+    def _full_ref(self, txn: Txn, name: str) -> str:
+        """The full ref a short name means (HEAD, a branch, a tag, or refs/...)."""
+        if name in ("HEAD", "@"):
+            return refs.HEAD
+        if name.startswith("refs/"):
+            return name
+        for full in (f"refs/heads/{name}", f"refs/tags/{name}", f"refs/aliases/{name}"):
+            if txn.get("refs", full.encode()) is not None or reflog.entries(txn, full):
+                return full
+        raise RefNotFoundError(f"unknown ref {name!r}")
+
+    def _peel(self, txn: Txn, oid: ObjectId) -> ObjectId:
+        """Follow an annotated tag to its commit."""
+        raw = txn.get("objects", oid)
+        if raw is not None and raw[:1] == bytes([KIND_TAG]):
+            tag = decode_object(raw, expect_id=oid)
+            assert isinstance(tag, Tag)
+            return tag.target
         return oid
 
     def _parent(self, txn: Txn, oid: ObjectId, n: int, rev: str) -> ObjectId:
@@ -399,7 +512,7 @@ class Repository:
             if txn.get("refs", name.encode()) is not None:
                 _, oid = refs.resolve_ref(txn, name)
                 if oid is not None:
-                    return oid
+                    return self._peel(txn, oid)
         if 4 <= len(base) <= 64 and all(c in "0123456789abcdef" for c in base.lower()):
             return self._resolve_prefix(txn, base.lower(), rev)
         raise RefNotFoundError(f"unknown revision {rev!r}")
@@ -666,6 +779,10 @@ class Repository:
             index = self._index(txn)
             head_files = self.commit_files(head, txn)
             st = Status(branch, head)
+            state = self.merge_state(txn)
+            if state is not None:
+                st.merging = state.kind
+                st.conflicts = sorted(state.conflicts)
             for p in sorted(set(index) | set(head_files)):
                 ie, he = index.get(p), head_files.get(p)
                 if ie is None:
@@ -719,17 +836,29 @@ class Repository:
 
         def fn(txn: Txn) -> ObjectId:
             _, parent = refs.resolve_ref(txn, refs.HEAD)
+            state = self.merge_state(txn)
+            if state is not None and state.conflicts:
+                left = ", ".join(sorted(state.conflicts)[:5])
+                raise UncommittedChangesError(
+                    f"{len(state.conflicts)} conflict(s) left: {left}; resolve each with "
+                    "`ms merge --resolve PATH --ours|--theirs|--file F`"
+                )
             tree_id = self._write_trees(txn, self._index(txn))
-            if parent is not None and not allow_empty:
+            merging = state is not None and state.kind == "merge"
+            if parent is not None and not allow_empty and not merging:
                 if self.get_commit(parent, txn).tree_id == tree_id:
                     raise NothingToCommitError("nothing to commit, working tree matches HEAD")
             if parent is None and not allow_empty and txn.count("index") == 0:
                 raise NothingToCommitError("nothing to commit (use `ms add` first)")
-            c = Commit(
-                tree_id, (parent,) if parent else (), who, ts, tz // 60, message, extra or {}
-            )
+            parents: tuple[ObjectId, ...] = (parent,) if parent else ()
+            if merging and state is not None and state.other not in parents:
+                parents = (*parents, state.other)
+            c = Commit(tree_id, parents, who, ts, tz // 60, message, extra or {})
             oid = self._put(txn, c)
-            refs.set_if_equals(txn, refs.HEAD, parent, oid)
+            kind = state.kind if state is not None else "commit"
+            self._move_ref(txn, refs.HEAD, parent, oid, kind, message.splitlines()[0])
+            if state is not None:
+                txn.delete("meta", MERGE_STATE_KEY)
             return oid
 
         with self._writing():
@@ -876,6 +1005,7 @@ class Repository:
         force: bool,
         progress: ProgressFn | None,
         on_total: ProgressFn | None = None,
+        command: str = "checkout",
     ) -> dict[str, Any]:
         st = self.status()
         dirty = set(st.modified) | set(st.deleted) | {p for _, p in st.staged}
@@ -937,10 +1067,12 @@ class Repository:
             if not partial:
                 for p in remove:
                     txn.delete("index", p.encode())
+                _, before = refs.resolve_ref(txn, refs.HEAD)
                 if branch is not None:
                     refs.set_symbolic(txn, refs.HEAD, branch)
                 else:
                     txn.put("refs", refs.HEAD.encode(), b"\x01" + target)
+                reflog.append(txn, refs.HEAD, before, target, command, f"moving to {rev}")
             for p, ie in new_entries.items():
                 txn.put("index", p.encode(), ie.encode())
 

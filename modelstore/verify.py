@@ -24,7 +24,7 @@ from modelstore import refs
 from modelstore.chunkstore import PACK_REC, ChunkLoc, decode_loc
 from modelstore.errors import MsError
 from modelstore.metadb import Txn
-from modelstore.objects import ChunkList, Commit, FileManifest, Tree, decode_object
+from modelstore.objects import ChunkList, Commit, FileManifest, Tag, Tree, decode_object
 from modelstore.pack import pack_id_of, read_pack_trailer
 from modelstore.repository import Repository
 
@@ -79,7 +79,7 @@ def verify(
         except MsError as exc:
             bad(Problem("ref", exc.message))
 
-        def load(oid: bytes, where: str) -> Commit | Tree | FileManifest | ChunkList | None:
+        def load(oid: bytes, where: str) -> Commit | Tree | FileManifest | ChunkList | Tag | None:
             raw = txn.get("objects", oid)
             if raw is None:
                 bad(Problem("missing-object", f"object {oid.hex()[:16]} is missing", where))

@@ -55,6 +55,7 @@ def test_ids_contexts_are_pinned():
         "tree": "modelstore 2026-11 tree v1",
         "commit": "modelstore 2026-11 commit v1",
         "chunklist": "modelstore 2026-11 chunk list v1",
+        "tag": "modelstore 2026-11 tag v1",
         "pack": "modelstore 2026-11 pack v1",
     }
 
