@@ -6,13 +6,12 @@ inside one write transaction, under the writer lock.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from modelstore import reflog, refs
-from modelstore.errors import BadArgumentError, PathError, RefNotFoundError, RepositoryExistsError
+from modelstore.errors import BadArgumentError, RefNotFoundError, RepositoryExistsError
 from modelstore.ids import ObjectId
 from modelstore.metadb import Txn
 from modelstore.objects import Tag
@@ -208,50 +207,27 @@ def reset(repo: Repository, rev: str, mode: str = "mixed") -> dict[str, Any]:
             _, head = refs.resolve_ref(txn, refs.HEAD)
             files = repo.commit_files(target, txn)
             index = repo._index(txn)
-        written = 0
         new_entries: dict[str, IndexEntry] = {}
         removed: list[str] = []
         if mode == "hard":
-            for p, e in sorted(files.items()):
-                cur = index.get(p)
-                try:
-                    st = os.lstat(repo._abs(p))
-                    same = cur is not None and cur.manifest_id == e.id and cur.matches(st)
-                except OSError:
-                    same = False
-                if not same:
-                    new_entries[p] = repo._write_file(repo.workdir, p, e, None, target)
-                    written += 1
-                else:
-                    new_entries[p] = cur  # type: ignore[assignment]
-            for p in index:
-                if p not in files:
-                    try:
-                        repo._abs(p).unlink()
-                    except FileNotFoundError:
-                        pass
-                    except OSError as exc:
-                        raise PathError(f"{p}: cannot remove ({exc.strerror})") from None
-                    repo._prune_dirs(p)
-                    removed.append(p)
-            repo._sync_dirs()
+            new_entries, removed = repo._materialize(files, index, target)
+        written = sum(1 for p, ie in new_entries.items() if index.get(p) is not ie)
 
         def fn(txn: Txn) -> None:
             repo._move_ref(txn, refs.HEAD, head, target, "reset", f"{mode} to {rev}")
             txn.delete("meta", b"merge_state")
             if mode == "soft":
                 return
-            for p in list(index):
-                if p not in files:
-                    txn.delete("index", p.encode())
+            if mode == "hard":
+                repo._store_index(txn, index, new_entries)
+                return
+            staged: dict[str, IndexEntry] = {}
             for p, e in files.items():
-                ie = new_entries.get(p)
-                if ie is None:
-                    old = index.get(p)
-                    if old is not None and old.manifest_id == e.id:
-                        continue  # unchanged entry keeps its stat cache
-                    ie = IndexEntry(e.id, e.size, e.mode, 0, 0, 0, 0)  # stat unknown: rehash
-                txn.put("index", p.encode(), ie.encode())
+                cur = index.get(p)
+                # an unchanged entry keeps its stat cache; others get none (status rehashes)
+                keep = cur is not None and cur.manifest_id == e.id and cur.mode == e.mode
+                staged[p] = cur if keep and cur else IndexEntry(e.id, e.size, e.mode, 0, 0, 0, 0)
+            repo._store_index(txn, index, staged)
 
         repo.db.write(fn)
     return {"commit": target.hex(), "mode": mode, "written": written, "removed": len(removed)}

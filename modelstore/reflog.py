@@ -165,9 +165,9 @@ def verify_chains(txn: Txn) -> tuple[int, list[ChainProblem]]:
     expect_prev = ZERO
     expect_seq = 0
     for k, v in txn.items("reflog"):
-        ref_b, _, seq_b = k.rpartition(_SEP)
-        ref = ref_b.decode("utf-8", "replace")
-        seq = int.from_bytes(seq_b, "big") if len(seq_b) == 8 else -1
+        # key = ref name || 0x00 || 8-byte sequence (which may itself contain zero bytes)
+        ref = k[:-9].decode("utf-8", "replace")
+        seq = int.from_bytes(k[-8:], "big") if len(k) > 9 and k[-9] == 0 else -1
         if ref != prev_ref:
             prev_ref, expect_prev, expect_seq = ref, ZERO, 0
         n += 1

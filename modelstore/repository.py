@@ -121,16 +121,24 @@ class IndexEntry:
             raise FormatError("malformed staging index entry")
         return cls(ObjectId(v[1]), v[2], v[3], v[4], v[5], v[6], v[7])
 
-    def matches(self, st: os.stat_result) -> bool:
-        """Whether the file looks unchanged since it was staged (the stat cache)."""
+    def stat_equal(self, st: os.stat_result) -> bool:
+        """Whether the file's stat data are exactly what was recorded when it was staged."""
         return (
             st.st_size == self.size
             and st.st_mtime_ns == self.mtime_ns
             and st.st_ctime_ns == self.ctime_ns
             and st.st_ino == self.ino
             and _mode_of(st) == self.mode
-            and st.st_mtime_ns + RACY_NS < self.recorded_ns
         )
+
+    def matches(self, st: os.stat_result) -> bool:
+        """Whether the file is certainly unchanged since it was staged (the stat cache).
+
+        A file modified within ``RACY_NS`` of being staged could have changed again in the
+        same timestamp tick ("racily clean", as git calls it): it does not match, and the
+        caller reads it to be sure.
+        """
+        return self.stat_equal(st) and st.st_mtime_ns + RACY_NS < self.recorded_ns
 
 
 MERGE_STATE_KEY = b"merge_state"
@@ -1041,10 +1049,13 @@ class Repository:
         todo: list[tuple[str, TreeEntry]] = []
         for p, e in sorted(files.items()):
             cur = index.get(p)
-            if cur is not None and cur.manifest_id == e.id and cur.mode == e.mode:
-                with contextlib.suppress(OSError):
-                    if cur.matches(os.lstat(self._abs(p))):
-                        continue  # already there: the stat cache says so
+            if (
+                cur is not None
+                and cur.manifest_id == e.id
+                and cur.mode == e.mode
+                and self._unchanged(p, cur)
+            ):
+                continue  # already there (stat cache, or a hash check when racily clean)
             todo.append((p, e))
         if on_total is not None:
             on_total(sum(e.size for _, e in todo))
@@ -1078,6 +1089,64 @@ class Repository:
 
         self.db.write(fn)
         return {"commit": target.hex(), "written": written, "removed": len(remove)}
+
+    def _unchanged(self, rel: str, cur: IndexEntry) -> bool:
+        """Whether the working file still holds its staged content (stat cache, else hash)."""
+        try:
+            st = os.lstat(self._abs(rel))
+        except OSError:
+            return False
+        if cur.matches(st):
+            return True
+        if not cur.stat_equal(st):
+            return False
+        return _hash_file(self._abs(rel)) == self.get_manifest(cur.manifest_id).content_hash
+
+    def _materialize(
+        self, files: dict[str, TreeEntry], index: dict[str, IndexEntry], commit: bytes | None
+    ) -> tuple[dict[str, IndexEntry], list[str]]:
+        """Make the tracked working tree hold exactly ``files``; return ``(entries, removed)``.
+
+        Writes what differs and deletes tracked paths that are not in ``files``.
+
+        A file whose staged entry has the same content and whose stat data still match is not
+        touched: switching between versions that share most files writes only the rest.
+        """
+        entries: dict[str, IndexEntry] = {}
+        for p, e in sorted(files.items()):
+            cur = index.get(p)
+            if (
+                cur is not None
+                and cur.manifest_id == e.id
+                and cur.mode == e.mode
+                and self._unchanged(p, cur)
+            ):
+                entries[p] = cur
+                continue
+            entries[p] = self._write_file(self.workdir, p, e, None, commit)
+        removed = []
+        for p in index:
+            if p not in files:
+                try:
+                    self._abs(p).unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise PathError(f"{p}: cannot remove ({exc.strerror})") from None
+                self._prune_dirs(p)
+                removed.append(p)
+        self._sync_dirs()
+        return entries, removed
+
+    @staticmethod
+    def _store_index(txn: Txn, old: dict[str, IndexEntry], new: dict[str, IndexEntry]) -> None:
+        """Replace the staging index ``old`` by ``new`` (only the entries that differ)."""
+        for p in old:
+            if p not in new:
+                txn.delete("index", p.encode())
+        for p, ie in new.items():
+            if old.get(p) != ie:
+                txn.put("index", p.encode(), ie.encode())
 
     def _sync_dirs(self) -> None:
         """Make the renames of written files durable: one fsync per folder touched."""

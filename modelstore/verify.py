@@ -7,6 +7,7 @@ Checks, from the refs down (readers' order, the reverse of the write order):
 - every chunk a manifest lists is in the chunk index, its pack file exists, and the index
   entry lies inside the pack;
 - every pack's own trailer index is intact (magic, version, index hash);
+- every ref's reflog hash chain is intact (no entry edited or removed);
 - with ``read_data``: every indexed chunk is read, decompressed and hashed against its id, and
   every reachable file's chunks add up to its size.
 
@@ -20,7 +21,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from modelstore import refs
+from modelstore import reflog, refs
 from modelstore.chunkstore import PACK_REC, ChunkLoc, decode_loc
 from modelstore.errors import MsError
 from modelstore.metadb import Txn
@@ -50,6 +51,7 @@ class VerifyReport:
     chunks_checked: int = 0
     chunks_read: int = 0
     packs: int = 0
+    reflog_entries: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -100,6 +102,9 @@ def verify(
                 continue
             seen_commits.add(cid)
             c = load(cid, f"commit {cid.hex()[:12]} ({name})")
+            if isinstance(c, Tag):  # an annotated tag: check it, then its commit
+                stack.append((f"{name}^{{}}", c.target))
+                continue
             if not isinstance(c, Commit):
                 if c is not None:
                     bad(Problem("bad-object", "not a commit", f"{name} -> {cid.hex()[:12]}"))
@@ -154,6 +159,10 @@ def verify(
                 bad(Problem("pack", "pack file is missing", str(ppath)))
             except MsError as exc:
                 bad(Problem("pack", exc.message, str(ppath)))
+        # the audit trail: every ref's reflog hash chain
+        rep.reflog_entries, chain_problems = reflog.verify_chains(txn)
+        for cp in chain_problems:
+            bad(Problem("reflog", f"entry {cp.seq}: {cp.detail}", cp.ref))
         chunk_items = txn.items("chunks") if read_data else []
     for cid, raw in chunk_items:
         try:

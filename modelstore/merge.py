@@ -1,0 +1,389 @@
+"""Layer 4.5: merge and revert: three-way merges of trees by manifest id, never by content.
+
+A merge compares, path by path, the manifest ids (and modes) of the merge base, our commit and
+theirs. A path changed on one side takes that side; a path changed the same way on both sides
+is taken once; a path changed differently on both sides is a conflict. No file content is read
+or rewritten to decide any of this, so merging branches of 20 GB checkpoints that touched
+different files costs metadata only; the working tree then gets just the files that differ.
+
+Conflicts stop the merge: the merge state (other commit, message, each conflict's three
+versions) is kept in the DB, the working tree and index hold our version of each conflicted
+path, and the user resolves each path (``resolve``), then commits, or gives up (``abort``).
+Criss-cross histories have several best common ancestors; they are merged first into a
+virtual base (recursively, as git does), conflicts in that virtual merge taking the version of
+the first base by id.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelstore import refs
+from modelstore.branches import is_ancestor
+from modelstore.errors import (
+    BadArgumentError,
+    NothingToCommitError,
+    PathError,
+    RefNotFoundError,
+    UncommittedChangesError,
+)
+from modelstore.ids import ObjectId
+from modelstore.metadb import Txn
+from modelstore.objects import TreeEntry
+from modelstore.repository import MERGE_STATE_KEY, IndexEntry, MergeState, Repository
+
+__all__ = [
+    "MergeResult",
+    "abort",
+    "merge",
+    "merge_bases",
+    "merge_files",
+    "resolve",
+    "revert",
+]
+
+Version = tuple[bytes, int, int]  # (manifest id, mode, size)
+
+
+@dataclass
+class MergeResult:
+    """What a merge or revert did."""
+
+    status: str  # "up-to-date", "fast-forward", "merged", "conflicts"
+    commit: str | None = None
+    other: str | None = None
+    bases: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "status": self.status,
+            "commit": self.commit,
+            "other": self.other,
+            "bases": self.bases,
+            "changed": self.changed,
+            "conflicts": self.conflicts,
+        }
+
+
+def _ancestors(repo: Repository, txn: Txn, start: bytes) -> set[bytes]:
+    seen: set[bytes] = set()
+    stack = [start]
+    while stack:
+        c = stack.pop()
+        if c not in seen:
+            seen.add(c)
+            stack.extend(repo.get_commit(c, txn).parents)
+    return seen
+
+
+def merge_bases(repo: Repository, txn: Txn, a: bytes, b: bytes) -> list[ObjectId]:
+    """The best common ancestors of ``a`` and ``b`` (several in criss-cross histories)."""
+    anc_a = _ancestors(repo, txn, a)
+    common: list[bytes] = []
+    seen: set[bytes] = set()
+    stack = [b]
+    while stack:
+        c = stack.pop()
+        if c in seen:
+            continue
+        seen.add(c)
+        if c in anc_a:
+            common.append(c)  # its own ancestors cannot be *best* common ancestors
+            continue
+        stack.extend(repo.get_commit(c, txn).parents)
+    best = [c for c in common if not any(c != d and is_ancestor(repo, txn, c, d) for d in common)]
+    return sorted({ObjectId(c) for c in best})
+
+
+def _versions(files: dict[str, TreeEntry]) -> dict[str, Version]:
+    return {p: (e.id, e.mode, e.size) for p, e in files.items()}
+
+
+def merge_files(
+    base: dict[str, Version],
+    ours: dict[str, Version],
+    theirs: dict[str, Version],
+    strategy: str | None = None,
+) -> tuple[dict[str, Version], dict[str, tuple[Version | None, Version | None, Version | None]]]:
+    """Three-way merge of path → version maps; return ``(merged, conflicts)``.
+
+    Conflicted paths keep our version in ``merged`` (or theirs with ``strategy="theirs"``;
+    with a strategy no conflicts are reported).
+    """
+    merged: dict[str, Version] = {}
+    conflicts: dict[str, tuple[Version | None, Version | None, Version | None]] = {}
+    for p in sorted(set(base) | set(ours) | set(theirs)):
+        b, o, t = base.get(p), ours.get(p), theirs.get(p)
+        if _same(o, t):
+            res = o
+        elif _same(o, b):
+            res = t
+        elif _same(t, b):
+            res = o
+        elif strategy == "ours":
+            res = o
+        elif strategy == "theirs":
+            res = t
+        else:
+            conflicts[p] = (b, o, t)
+            res = o
+        if res is not None:
+            merged[p] = res
+    # a path that is a file on one side and a folder on the other cannot be both
+    dirs = {q.rsplit("/", 1)[0] for q in merged if "/" in q}
+    prefixes: set[str] = set()
+    for d in dirs:
+        parts = d.split("/")
+        prefixes.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    for p in [p for p in merged if p in prefixes]:
+        conflicts.setdefault(p, (base.get(p), ours.get(p), theirs.get(p)))
+    return merged, conflicts
+
+
+def _same(a: Version | None, b: Version | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a[0] == b[0] and a[1] == b[1]
+
+
+def _virtual_base(
+    repo: Repository, txn: Txn, bases: list[ObjectId], depth: int = 0
+) -> dict[str, Version]:
+    if not bases:
+        return {}
+    acc = _versions(repo.commit_files(bases[0], txn))
+    for other in bases[1:]:
+        sub = merge_bases(repo, txn, bases[0], other) if depth < 8 else []
+        vb = _virtual_base(repo, txn, sub, depth + 1)
+        acc, _ = merge_files(vb, acc, _versions(repo.commit_files(other, txn)), "ours")
+    return acc
+
+
+def _require_clean(repo: Repository) -> None:
+    st = repo.status()
+    if st.merging:
+        raise UncommittedChangesError(
+            f"a {st.merging} is in progress; commit it, or run `ms merge --abort`"
+        )
+    dirty = [p for _, p in st.staged] + st.modified + st.deleted
+    if dirty:
+        raise UncommittedChangesError(
+            f"local changes in {', '.join(sorted(dirty)[:5])}; commit them first (or "
+            "`ms reset --hard`) so the merge cannot lose them"
+        )
+
+
+def _entry(p: str, v: Version) -> TreeEntry:
+    return TreeEntry(p.rsplit("/", 1)[-1], False, v[1], v[2], ObjectId(v[0]))
+
+
+def _apply(
+    repo: Repository, txn_files: dict[str, Version], other: bytes
+) -> tuple[dict[str, IndexEntry], dict[str, IndexEntry], list[str]]:
+    """Write the merged file set to the working tree; refuse to clobber untracked files."""
+    with repo.db.read() as txn:
+        index = repo._index(txn)
+    untracked = set(repo.status().untracked)
+    clobber = sorted(p for p in txn_files if p not in index and p in untracked)
+    if clobber:
+        raise UncommittedChangesError(
+            f"the merge would overwrite untracked files: {', '.join(clobber[:5])}; "
+            "move them away or add them first"
+        )
+    files = {p: _entry(p, v) for p, v in txn_files.items()}
+    entries, _removed = repo._materialize(files, index, other)
+    changed = sorted(p for p in set(index) | set(entries) if index.get(p) is not entries.get(p))
+    return index, entries, changed
+
+
+def merge(
+    repo: Repository,
+    other_rev: str,
+    *,
+    message: str | None = None,
+    strategy: str | None = None,
+) -> MergeResult:
+    """Merge ``other_rev`` into the current branch (see the module docstring)."""
+    if strategy not in (None, "ours", "theirs"):
+        raise BadArgumentError(f"unknown strategy {strategy!r} (use -X ours or -X theirs)")
+    with repo._writing():
+        _require_clean(repo)
+        with repo.db.read() as txn:
+            branch, head = repo.head(txn)
+            other = repo._resolve(txn, other_rev)
+            if head is None:
+                raise RefNotFoundError("HEAD has no commits yet; nothing to merge into")
+            if is_ancestor(repo, txn, other, head):
+                return MergeResult("up-to-date", head.hex(), other.hex())
+            bases = merge_bases(repo, txn, head, other)
+            ff = head in bases and len(bases) == 1
+            base_files = _virtual_base(repo, txn, bases)
+            ours = _versions(repo.commit_files(head, txn))
+            theirs = _versions(repo.commit_files(other, txn))
+        if ff:
+            index, entries, changed = _apply(repo, theirs, other)
+
+            def move(txn: Txn) -> None:
+                repo._move_ref(txn, refs.HEAD, head, other, "merge", f"fast-forward to {other_rev}")
+                repo._store_index(txn, index, entries)
+
+            repo.db.write(move)
+            return MergeResult(
+                "fast-forward", other.hex(), other.hex(), [b.hex() for b in bases], changed
+            )
+        merged, conflicts = merge_files(base_files, ours, theirs, strategy)
+        msg = message or f"Merge {other_rev}" + (f" into {branch}" if branch else "")
+        index, entries, changed = _apply(repo, merged, other)
+        if conflicts:
+            state = MergeState(
+                "merge",
+                other,
+                msg,
+                {
+                    p: tuple(list(v) if v else None for v in sides)  # type: ignore[misc]
+                    for p, sides in conflicts.items()
+                },
+            )
+
+            def stop(txn: Txn) -> None:
+                repo._store_index(txn, index, entries)
+                txn.put("meta", MERGE_STATE_KEY, state.encode())
+
+            repo.db.write(stop)
+            return MergeResult(
+                "conflicts", None, other.hex(), [b.hex() for b in bases], changed, sorted(conflicts)
+            )
+
+        def stage(txn: Txn) -> None:
+            repo._store_index(txn, index, entries)
+            txn.put("meta", MERGE_STATE_KEY, MergeState("merge", other, msg).encode())
+
+        repo.db.write(stage)
+        cid = repo.commit(msg, allow_empty=True)  # the lock is re-entrant: no one slips in
+    return MergeResult("merged", cid.hex(), other.hex(), [b.hex() for b in bases], changed)
+
+
+def resolve(
+    repo: Repository, path: str, *, side: str | None = None, file: str | None = None
+) -> str:
+    """Settle one conflicted path with our version, theirs, or the contents of ``file``."""
+    if (side is None) == (file is None) or side not in (None, "ours", "theirs"):
+        raise BadArgumentError("resolve with exactly one of --ours, --theirs or --file LOCALPATH")
+    with repo._writing():
+        with repo.db.read() as txn:
+            state = repo.merge_state(txn)
+            index = repo._index(txn)
+        if state is None:
+            raise BadArgumentError("no merge in progress")
+        rel = repo.relpath(path)
+        if rel not in state.conflicts:
+            raise PathError(
+                f"{rel}: not a conflicted path (conflicts: "
+                f"{', '.join(sorted(state.conflicts)) or 'none'})"
+            )
+        _, o, t = state.conflicts[rel]
+        dest = repo._abs(rel)
+        new_index = dict(index)
+        if file is not None:
+            src = Path(file)
+            if not src.is_file():
+                raise PathError(f"{file}: no such file")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if src.resolve() != dest.resolve():
+                shutil.copyfile(src, dest)
+            repo.add([str(dest)])
+            with repo.db.read() as txn:
+                new_index = repo._index(txn)
+        else:
+            chosen = o if side == "ours" else t
+            if chosen is None:
+                if dest.exists():
+                    os.unlink(dest)
+                new_index.pop(rel, None)
+            else:
+                v = (bytes(chosen[0]), int(chosen[1]), int(chosen[2]))
+                new_index[rel] = repo._write_file(
+                    repo.workdir, rel, _entry(rel, v), None, state.other
+                )
+                repo._sync_dirs()
+        del state.conflicts[rel]
+
+        def fn(txn: Txn) -> None:
+            repo._store_index(txn, index, new_index)
+            txn.put("meta", MERGE_STATE_KEY, state.encode())
+
+        repo.db.write(fn)
+    return rel
+
+
+def abort(repo: Repository) -> list[str]:
+    """Give up the merge or revert in progress: index and working tree back to HEAD."""
+    with repo._writing():
+        with repo.db.read() as txn:
+            state = repo.merge_state(txn)
+            _, head = refs.resolve_ref(txn, refs.HEAD)
+            index = repo._index(txn)
+            files = repo.commit_files(head, txn) if head else {}
+        if state is None:
+            raise BadArgumentError("no merge in progress")
+        entries, removed = repo._materialize(files, index, head)
+
+        def fn(txn: Txn) -> None:
+            repo._store_index(txn, index, entries)
+            txn.delete("meta", MERGE_STATE_KEY)
+
+        repo.db.write(fn)
+    return sorted(set(removed) | {p for p in entries if index.get(p) is not entries[p]})
+
+
+def revert(repo: Repository, rev: str, *, message: str | None = None) -> MergeResult:
+    """A new commit undoing ``rev``: a three-way merge with base ``rev``, theirs its parent."""
+    with repo._writing():
+        _require_clean(repo)
+        with repo.db.read() as txn:
+            target = repo._resolve(txn, rev)
+            _, head = refs.resolve_ref(txn, refs.HEAD)
+            c = repo.get_commit(target, txn)
+            if len(c.parents) > 1:
+                raise BadArgumentError(
+                    f"{rev} is a merge commit; reverting merges is not supported"
+                )
+            parent_files = _versions(repo.commit_files(c.parents[0], txn)) if c.parents else {}
+            base = _versions(repo.commit_files(target, txn))
+            ours = _versions(repo.commit_files(head, txn)) if head else {}
+        merged, conflicts = merge_files(base, ours, parent_files)
+        first = c.message.splitlines()[0] if c.message else ""
+        msg = message or f'Revert "{first}"\n\nThis reverts commit {target.hex()}.'
+        index, entries, changed = _apply(repo, merged, target)
+        kind_state = MergeState(
+            "revert",
+            target,
+            msg,
+            {
+                p: tuple(list(v) if v else None for v in sides)  # type: ignore[misc]
+                for p, sides in conflicts.items()
+            },
+        )
+
+        def stage(txn: Txn) -> None:
+            repo._store_index(txn, index, entries)
+            txn.put("meta", MERGE_STATE_KEY, kind_state.encode())
+
+        repo.db.write(stage)
+        if conflicts:
+            return MergeResult("conflicts", None, target.hex(), [], changed, sorted(conflicts))
+        try:
+            cid = repo.commit(msg)
+        except NothingToCommitError:
+            abort(repo)
+            raise NothingToCommitError(
+                f"reverting {rev} changes nothing (already undone?)"
+            ) from None
+    return MergeResult("merged", cid.hex(), target.hex(), [], changed)
