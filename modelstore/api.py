@@ -14,8 +14,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO
 
+from modelstore import branches as _br
+from modelstore import merge as _merge
+from modelstore.branches import BranchInfo, TagInfo
 from modelstore.chunker import ChunkerParams
 from modelstore.errors import BadArgumentError, PathError
+from modelstore.merge import MergeResult
 from modelstore.objects import Commit
 from modelstore.repository import Repository, Status
 from modelstore.verify import VerifyReport
@@ -40,6 +44,20 @@ __all__ = [
     "show",
     "stats",
     "status",
+    "branch_create",
+    "branch_delete",
+    "branch_rename",
+    "branches",
+    "merge",
+    "merge_abort",
+    "merge_resolve",
+    "reflog",
+    "reset",
+    "revert",
+    "switch",
+    "tag_create",
+    "tag_delete",
+    "tags",
     "verify",
 ]
 
@@ -168,6 +186,8 @@ def status_json(st: Status) -> dict[str, Any]:
         "modified": st.modified,
         "deleted": st.deleted,
         "untracked": st.untracked,
+        "merging": st.merging,
+        "conflicts": st.conflicts,
         "clean": st.clean,
     }
 
@@ -181,10 +201,12 @@ def commit(
         return CommitInfo.of(oid, r.get_commit(oid))
 
 
-def log(repo: RepoLike, rev: str = "HEAD", limit: int | None = None) -> list[CommitInfo]:
-    """History from ``rev``, newest first."""
+def log(
+    repo: RepoLike, rev: str = "HEAD", limit: int | None = None, *, first_parent: bool = False
+) -> list[CommitInfo]:
+    """History from ``rev``, newest first (children before parents)."""
     with open_repo(repo) as r:
-        return [CommitInfo.of(oid, c) for oid, c in r.log(rev, limit)]
+        return [CommitInfo.of(oid, c) for oid, c in r.log(rev, limit, first_parent=first_parent)]
 
 
 def ls(
@@ -294,3 +316,96 @@ def verify_json(rep: VerifyReport) -> dict[str, Any]:
         "chunks_read": rep.chunks_read,
         "problems": [asdict(p) for p in rep.problems],
     }
+
+
+# -- experiments: branches, tags, switch, merge, reset, revert, reflog ----------------------
+
+
+def branches(repo: RepoLike) -> list[BranchInfo]:
+    """Every branch."""
+    with open_repo(repo) as r:
+        return _br.list_branches(r)
+
+
+def branch_create(repo: RepoLike, name: str, start: str = "HEAD") -> str:
+    """Create a branch at ``start``; return the commit id (hex)."""
+    with open_repo(repo) as r:
+        return _br.create_branch(r, name, start).hex()
+
+
+def branch_delete(repo: RepoLike, name: str, *, force: bool = False) -> str:
+    """Delete a branch (unmerged ones only with ``force``); return where it pointed."""
+    with open_repo(repo) as r:
+        return _br.delete_branch(r, name, force=force).hex()
+
+
+def branch_rename(repo: RepoLike, old: str, new: str) -> None:
+    """Rename a branch."""
+    with open_repo(repo) as r:
+        _br.rename_branch(r, old, new)
+
+
+def switch(
+    repo: RepoLike, name: str, *, create: bool = False, start: str = "HEAD", force: bool = False
+) -> dict[str, Any]:
+    """Switch to (or create and switch to) a branch, updating the working tree."""
+    with open_repo(repo) as r:
+        return _br.switch(r, name, create=create, start=start, force=force)
+
+
+def tags(repo: RepoLike) -> list[TagInfo]:
+    """Every tag."""
+    with open_repo(repo) as r:
+        return _br.list_tags(r)
+
+
+def tag_create(repo: RepoLike, name: str, rev: str = "HEAD", message: str | None = None) -> TagInfo:
+    """Create an immutable tag (annotated with ``message``)."""
+    with open_repo(repo) as r:
+        return _br.create_tag(r, name, rev, message)
+
+
+def tag_delete(repo: RepoLike, name: str) -> None:
+    """Delete a tag."""
+    with open_repo(repo) as r:
+        _br.delete_tag(r, name)
+
+
+def merge(
+    repo: RepoLike, rev: str, *, message: str | None = None, strategy: str | None = None
+) -> MergeResult:
+    """Merge ``rev`` into the current branch."""
+    with open_repo(repo) as r:
+        return _merge.merge(r, rev, message=message, strategy=strategy)
+
+
+def merge_resolve(
+    repo: RepoLike, path: str, *, side: str | None = None, file: str | None = None
+) -> str:
+    """Resolve one conflicted path (ours, theirs, or a local file's contents)."""
+    with open_repo(repo) as r:
+        return _merge.resolve(r, path, side=side, file=file)
+
+
+def merge_abort(repo: RepoLike) -> list[str]:
+    """Abandon the merge or revert in progress."""
+    with open_repo(repo) as r:
+        return _merge.abort(r)
+
+
+def reset(repo: RepoLike, rev: str, mode: str = "mixed") -> dict[str, Any]:
+    """Move the current branch to ``rev`` (soft, mixed or hard)."""
+    with open_repo(repo) as r:
+        return _br.reset(r, rev, mode)
+
+
+def revert(repo: RepoLike, rev: str, *, message: str | None = None) -> MergeResult:
+    """Make a new commit that undoes ``rev``."""
+    with open_repo(repo) as r:
+        return _merge.revert(r, rev, message=message)
+
+
+def reflog(repo: RepoLike, ref: str = "HEAD") -> list[dict[str, Any]]:
+    """Every move of ``ref``, newest first (entry N is ``REF@{N}``)."""
+    with open_repo(repo) as r:
+        return _br.read_reflog(r, ref)

@@ -897,20 +897,61 @@ class Repository:
         return root
 
     # -- history ----------------------------------------------------------------------------
-    def log(self, rev: str = "HEAD", limit: int | None = None) -> Iterator[tuple[ObjectId, Commit]]:
-        """Walk history from ``rev`` (newest first, first-parent order for now)."""
+    def log(
+        self, rev: str = "HEAD", limit: int | None = None, *, first_parent: bool = False
+    ) -> Iterator[tuple[ObjectId, Commit]]:
+        """Walk history from ``rev``, newest first, every commit after all its children.
+
+        Merges bring in both sides (topological order, newest first among commits that are
+        ready); ``first_parent`` follows only first parents, as ``git log --first-parent``.
+        """
         try:
-            oid: ObjectId | None = self.resolve(rev)
+            start: ObjectId = self.resolve(rev)
         except RefNotFoundError:
             if rev == "HEAD":
                 return
             raise
-        n = 0
-        while oid is not None and (limit is None or n < limit):
-            c = self.get_commit(oid)
-            yield oid, c
-            n += 1
-            oid = c.parents[0] if c.parents else None
+        with self.db.read() as txn:
+            if first_parent:
+                chain: list[tuple[ObjectId, Commit]] = []
+                oid: ObjectId | None = start
+                while oid is not None and (limit is None or len(chain) < limit):
+                    c = self.get_commit(oid, txn)
+                    chain.append((oid, c))
+                    oid = c.parents[0] if c.parents else None
+                ordered = chain
+            else:
+                ordered = self._topo(txn, start, limit)
+        yield from ordered
+
+    def _topo(
+        self, txn: Txn, start: ObjectId, limit: int | None
+    ) -> list[tuple[ObjectId, Commit]]:
+        commits: dict[bytes, Commit] = {}
+        children: dict[bytes, int] = {}
+        stack = [start]
+        while stack:
+            oid = stack.pop()
+            if oid in commits:
+                continue
+            c = self.get_commit(oid, txn)
+            commits[oid] = c
+            for p in c.parents:
+                children[p] = children.get(p, 0) + 1
+                stack.append(p)
+        import heapq
+
+        ready = [(-commits[start].time, start)]
+        out: list[tuple[ObjectId, Commit]] = []
+        while ready and (limit is None or len(out) < limit):
+            _, oid = heapq.heappop(ready)
+            c = commits[oid]
+            out.append((ObjectId(oid), c))
+            for p in c.parents:
+                children[p] -= 1
+                if children[p] == 0:
+                    heapq.heappush(ready, (-commits[p].time, p))
+        return out
 
     # -- reading files ----------------------------------------------------------------------
     def file_manifest(self, rev: str, path: str) -> FileManifest:

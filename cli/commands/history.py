@@ -16,20 +16,36 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON for 
 @click.command()
 @click.argument("rev", default="HEAD")
 @click.option("--oneline", is_flag=True, help="One line per commit.")
+@click.option("--graph", is_flag=True, help="Draw the history's branches and merges.")
+@click.option("--first-parent", is_flag=True, help="Follow only the first parent of merges.")
 @click.option("-n", "--max-count", "limit", type=click.IntRange(min=0), help="Show at most N.")
 @json_opt
-def log(rev: str, oneline: bool, limit: int | None, as_json: bool) -> None:
-    """Show the commit history from REV (default HEAD)."""
+def log(
+    rev: str, oneline: bool, graph: bool, first_parent: bool, limit: int | None, as_json: bool
+) -> None:
+    """Show the commit history from REV (default HEAD), newest first."""
     from modelstore import api
 
-    commits = api.log(".", rev, limit)
+    commits = api.log(".", rev, limit, first_parent=first_parent)
     if as_json:
         emit_json([c.to_json() for c in commits])
         return
+    lanes = GraphLanes() if graph else None
     for c in commits:
         first = c.message.splitlines()[0] if c.message else ""
-        if oneline:
-            say(f"{c.id[:12]} {first}")
+        prefix, after = lanes.place(c.id, c.parents) if lanes else ("", [])
+        if oneline or lanes:
+            say(f"{prefix}{c.id[:12]} {first}" if oneline else f"{prefix}commit {c.id}")
+            if not oneline:
+                pad = prefix.replace("*", "|")
+                if len(c.parents) > 1:
+                    say(pad + "Merge: " + " ".join(p[:12] for p in c.parents))
+                say(f"{pad}Author: {c.author}")
+                say(f"{pad}Date:   {c.date}")
+                for line in c.message.splitlines():
+                    say(f"{pad}    {line}")
+            for line in after:
+                say(line)
             continue
         say(f"commit {c.id}")
         if len(c.parents) > 1:
@@ -40,6 +56,40 @@ def log(rev: str, oneline: bool, limit: int | None, as_json: bool) -> None:
         for line in c.message.splitlines():
             say(f"    {line}")
         say("")
+
+
+class GraphLanes:
+    """A small `git log --graph`: one column per line of history being followed."""
+
+    def __init__(self) -> None:
+        self.cols: list[str] = []
+
+    def place(self, cid: str, parents: list[str]) -> tuple[str, list[str]]:
+        """Draw ``cid``'s row; return its prefix and the connector lines after it."""
+        if cid not in self.cols:
+            self.cols.append(cid)
+        col = self.cols.index(cid)
+        row = "".join("* " if i == col else "| " for i in range(len(self.cols)))
+        after: list[str] = []
+        before = len(self.cols)
+        # lanes that were also waiting for this commit end here
+        dups = [i for i, x in enumerate(self.cols) if x == cid and i != col]
+        if not parents:
+            self.cols.pop(col)
+        else:
+            self.cols[col] = parents[0]
+            for p in parents[1:]:
+                if p not in self.cols:
+                    self.cols.insert(col + 1, p)
+                    after.append("| " * col + "|\\")
+        for i in reversed(dups):
+            self.cols.pop(i)
+        seen: set[str] = set()
+        merged = [x for x in self.cols if not (x in seen or seen.add(x))]  # type: ignore[func-returns-value]
+        if len(merged) < len(self.cols) or (len(self.cols) < before and parents):
+            after.append("| " * max(len(merged) - 1, 0) + "|/")
+        self.cols = merged
+        return row, after
 
 
 @click.command()

@@ -64,6 +64,8 @@ def status(short: bool, as_json: bool) -> None:
         emit_json(api.status_json(st))
         return
     if short:
+        for p in st.conflicts:
+            say(f"UU {p}")
         codes = {"added": "A ", "modified": "M ", "deleted": "D "}
         for change, p in st.staged:
             say(f"{codes[change]} {p}")
@@ -82,6 +84,14 @@ def status(short: bool, as_json: bool) -> None:
     say(where)
     if st.head is None:
         say("No commits yet")
+    if st.merging:
+        say(f"\nYou are in the middle of a {st.merging}.")
+        if st.conflicts:
+            say("Unresolved conflicts (`ms merge --resolve PATH --ours|--theirs|--file F`):")
+            for p in st.conflicts:
+                say(f"  {'both changed:':14} {p}")
+        else:
+            say("All conflicts resolved: run `ms commit` to finish (or `ms merge --abort`).")
     if st.staged:
         say("\nChanges to be committed:")
         for change, p in st.staged:
