@@ -1057,6 +1057,10 @@ class Repository:
         command: str = "checkout",
     ) -> dict[str, Any]:
         st = self.status()
+        if st.merging and not partial and not force:
+            raise UncommittedChangesError(
+                f"a {st.merging} is in progress; finish it with `ms commit`, or `ms merge --abort`"
+            )
         dirty = set(st.modified) | set(st.deleted) | {p for _, p in st.staged}
         with self.db.read() as txn:
             index = self._index(txn)

@@ -205,3 +205,13 @@ def test_revert_undoes_a_commit(repo: Repository) -> None:
     assert read(repo, "c") == b"c"
     c = repo.get_commit(repo.resolve("HEAD"))
     assert c.message.startswith('Revert "two"') and len(c.parents) == 1
+
+
+def test_checkout_refuses_during_a_merge(repo: Repository) -> None:
+    _conflict(repo)
+    merge(repo, "exp")
+    with pytest.raises(UncommittedChangesError, match="in progress"):
+        repo.checkout("exp")
+    abort(repo)
+    repo.checkout("exp")
+    assert read(repo, "m.bin") == b"theirs"
