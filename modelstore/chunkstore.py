@@ -557,6 +557,88 @@ class ChunkStore:
         pack_bytes = sum(PACK_REC.unpack(v)[1] for _, v in packs)
         return StoreStats(len(chunks), len(packs), raw, stored, pack_bytes)
 
+    def scan(
+        self, stream: Readable, on_chunk: Callable[[ChunkId, int], None] | None = None
+    ) -> FileManifest:
+        """Chunk and hash a stream exactly as ``ingest`` would, storing nothing.
+
+        Used to compare a working file with stored versions without adding it.
+
+        Args:
+            stream: What to read (``readinto``).
+            on_chunk: Called with every ``(chunk_id, length)`` in file order.
+
+        Returns:
+            The manifest ``ingest`` would build (same id). Its chunk lists, if it has segments,
+            are not stored: it can be compared, not read.
+
+        Memory is one reused buffer of ``8 MiB + max_size`` plus one segment's ids (144 KiB);
+        single-threaded (the chunker and BLAKE3 release the GIL, so scans on separate threads
+        run in parallel).
+        """
+        chunker = Chunker(self.params)
+        file_hash = blake3()
+        cap = BLOCK + self.params.max_size
+        mv = memoryview(bytearray(cap))
+        ids = bytearray()
+        lens = array("I")
+        segments: list[Segment] = []
+        seg_bytes = 0
+        size = 0
+
+        def flush_segment() -> None:
+            nonlocal seg_bytes
+            cl = ChunkList(bytes(ids), pack_lengths(lens))
+            segments.append(Segment(cl.id, seg_bytes, len(lens)))
+            ids.clear()
+            del lens[:]
+            seg_bytes = 0
+
+        def emit(piece: memoryview) -> None:
+            nonlocal seg_bytes
+            cid = ChunkId(blake3(piece).digest())
+            n = len(piece)
+            ids.extend(cid)
+            lens.append(n)
+            seg_bytes += n
+            if on_chunk is not None:
+                on_chunk(cid, n)
+            if len(lens) == SEGMENT_CHUNKS:
+                flush_segment()
+
+        tail = 0  # bytes of the unfinished chunk, kept at the start of the buffer
+        eof = False
+        while not eof:
+            n = 0
+            while tail + n < cap:
+                try:
+                    got = stream.readinto(mv[tail + n : cap])
+                except OSError as exc:
+                    raise StorageError(f"cannot read the file being scanned: {exc}") from None
+                if not got:
+                    eof = True
+                    break
+                n += got
+            new = mv[tail : tail + n]
+            file_hash.update(new)
+            size += n
+            start = 0
+            for end in chunker.feed(new):
+                emit(mv[start : tail + end])
+                start = tail + end
+            if eof and chunker.finish():
+                emit(mv[start : tail + n])
+                start = tail + n
+            rest = tail + n - start
+            if rest:
+                mv[:rest] = bytes(mv[start : start + rest])  # shorter than max_size
+            tail = rest
+        if segments and lens:
+            flush_segment()
+        if segments:
+            return FileManifest(size, file_hash.digest(), segments=tuple(segments))
+        return FileManifest(size, file_hash.digest(), bytes(ids), pack_lengths(lens))
+
 
 def _update(h: blake3, data: memoryview) -> None:
     h.update(data)

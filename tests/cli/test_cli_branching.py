@@ -1,4 +1,4 @@
-"""CLI: branch, switch, tag, merge (conflicts, resolve, abort), reset, revert, reflog, log --graph."""
+"""CLI: branch, switch, tag, merge (conflicts, resolve, abort), reset, revert, reflog, graph."""
 
 from __future__ import annotations
 
