@@ -15,9 +15,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO
 
 from modelstore import branches as _br
+from modelstore import diff as _diff
 from modelstore import merge as _merge
 from modelstore.branches import BranchInfo, TagInfo
 from modelstore.chunker import ChunkerParams
+from modelstore.diff import DiffResult
 from modelstore.errors import BadArgumentError, PathError
 from modelstore.merge import MergeResult
 from modelstore.objects import Commit
@@ -48,6 +50,7 @@ __all__ = [
     "branch_delete",
     "branch_rename",
     "branches",
+    "diff",
     "merge",
     "merge_abort",
     "merge_resolve",
@@ -409,3 +412,20 @@ def reflog(repo: RepoLike, ref: str = "HEAD") -> list[dict[str, Any]]:
     """Every move of ``ref``, newest first (entry N is ``REF@{N}``)."""
     with open_repo(repo) as r:
         return _br.read_reflog(r, ref)
+
+
+def diff(
+    repo: RepoLike,
+    rev_a: str | None = None,
+    rev_b: str | None = None,
+    paths: list[str] | None = None,
+    *,
+    staged: bool = False,
+    tensors: bool = True,
+) -> DiffResult:
+    """Compare two commits, a commit and the working tree, or the index and the working tree.
+
+    See ``modelstore.diff.diff``; safetensors files get a per-tensor comparison.
+    """
+    with open_repo(repo) as r:
+        return _diff.diff(r, rev_a, rev_b, paths or (), staged=staged, tensors=tensors)
