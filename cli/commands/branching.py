@@ -18,16 +18,19 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON for 
 @click.argument("start", required=False, default="HEAD")
 @click.option("-d", "--delete", "delete", is_flag=True, help="Delete NAME (only if merged).")
 @click.option("-D", "force_delete", is_flag=True, help="Delete NAME even if not merged.")
-@click.option("-m", "--move", "move", metavar="NEW", help="Rename NAME to NEW.")
+@click.option("-m", "--move", "rename", is_flag=True, help="Rename: `ms branch -m OLD NEW`.")
 @json_opt
 def branch(
-    name: str | None, start: str, delete: bool, force_delete: bool, move: str | None, as_json: bool
+    name: str | None, start: str, delete: bool, force_delete: bool, rename: bool, as_json: bool
 ) -> None:
-    """List branches, or create NAME at START (default HEAD), delete or rename it."""
+    """List branches, create NAME at START (default HEAD), delete (-d/-D) or rename (-m OLD NEW)."""
     from modelstore import api
 
+    move = start if rename else None
+    if rename and (name is None or start == "HEAD"):
+        raise click.UsageError("rename with `ms branch -m OLD NEW`")
     if name is None:
-        if delete or force_delete or move:
+        if delete or force_delete:
             raise click.UsageError("give the branch NAME")
         items = api.branches(".")
         if as_json:
