@@ -30,7 +30,7 @@ __all__ = ["DBS", "MAX_MAP_SIZE", "MetaDB", "Txn", "open_metadb", "release_metad
 T = TypeVar("T")
 
 #: sub-databases (docs/FORMAT.md §10).
-DBS = ("meta", "objects", "chunks", "packs", "refs", "index", "reflog")
+DBS = ("meta", "objects", "chunks", "packs", "refs", "index", "reflog", "remote")
 #: initial map size: virtual address space only (the file grows as data is written). Large,
 #: because growing the map is only safe while no transaction is open in this process.
 INITIAL_MAP_SIZE = 1 << 40

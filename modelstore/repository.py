@@ -368,6 +368,37 @@ class Repository:
         """Every ``(chunk_id, length)`` of a file, one segment in memory at a time."""
         return m.iter_chunks(self.get_chunk_list)
 
+    def set_remote(self, name: str, url: str | None, **options: Any) -> None:
+        """Add, change or (``url=None``) remove a remote in the repository config."""
+        if not name or not all(c.isalnum() or c in "-_." for c in name) or name[0] == ".":
+            raise BadArgumentError(f"invalid remote name {name!r}")
+
+        def fn(txn: Txn) -> None:
+            raw = txn.get("meta", b"config")
+            assert raw is not None
+            cfg = RepoConfig.decode(raw, for_write=True)
+            if url is None:
+                if cfg.remotes.pop(name, None) is None:
+                    raise RefNotFoundError(f"no remote named {name!r}")
+            else:
+                cfg.remotes[name] = {"url": url, **options}
+            txn.put("meta", b"config", cfg.encode())
+            self.config = cfg
+
+        with self._writing():
+            self.db.write(fn)
+
+    def remote_url(self, name: str) -> str:
+        """The URL of a configured remote."""
+        with self.db.read() as txn:
+            raw = txn.get("meta", b"config")
+        assert raw is not None
+        remotes = RepoConfig.decode(raw).remotes
+        if name not in remotes:
+            known = ", ".join(sorted(remotes)) or "none"
+            raise RefNotFoundError(f"no remote named {name!r} (known: {known}); `ms remote add`")
+        return str(remotes[name]["url"])
+
     def merge_state(self, txn: Txn | None = None) -> MergeState | None:
         """The merge or revert in progress, if any."""
 
@@ -479,7 +510,7 @@ class Repository:
             raise RefNotFoundError(f"{name or 'HEAD'} has no entry {n} in its reflog")
         oid = log[-1 - n].new
         assert oid is not None
-        return oid
+        return self._peel(txn, oid)
 
     def _full_ref(self, txn: Txn, name: str) -> str:
         """The full ref a short name means (HEAD, a branch, a tag, or refs/...)."""
@@ -1124,6 +1155,7 @@ class Repository:
                 for p in remove:
                     txn.delete("index", p.encode())
                 _, before = refs.resolve_ref(txn, refs.HEAD)
+                txn.delete("meta", MERGE_STATE_KEY)  # only reachable with --force: discards it
                 if branch is not None:
                     refs.set_symbolic(txn, refs.HEAD, branch)
                 else:
