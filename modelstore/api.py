@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 from modelstore import branches as _br
 from modelstore import diff as _diff
 from modelstore import merge as _merge
+from modelstore import sync as _sync
 from modelstore.branches import BranchInfo, TagInfo
 from modelstore.chunker import ChunkerParams
 from modelstore.diff import DiffResult
@@ -24,6 +25,7 @@ from modelstore.errors import BadArgumentError, PathError
 from modelstore.merge import MergeResult
 from modelstore.objects import Commit
 from modelstore.repository import Repository, Status
+from modelstore.sync import SyncResult
 from modelstore.verify import VerifyReport
 from modelstore.verify import verify as _verify
 
@@ -50,7 +52,15 @@ __all__ = [
     "branch_delete",
     "branch_rename",
     "branches",
+    "clone",
     "diff",
+    "fetch",
+    "pull",
+    "push",
+    "remote_add",
+    "remote_remove",
+    "remote_set_url",
+    "remotes",
     "merge",
     "merge_abort",
     "merge_resolve",
@@ -429,3 +439,115 @@ def diff(
     """
     with open_repo(repo) as r:
         return _diff.diff(r, rev_a, rev_b, paths or (), staged=staged, tensors=tensors)
+
+
+# -- remotes -----------------------------------------------------------------------------------
+
+
+def remote_add(repo: RepoLike, name: str, url: str, **options: Any) -> None:
+    """Add a remote (a directory, ``s3://bucket/prefix``)."""
+    with open_repo(repo) as r:
+        if name in r.config.remotes:
+            from modelstore.errors import RepositoryExistsError
+
+            raise RepositoryExistsError(f"remote {name!r} already exists (use set-url)")
+        r.set_remote(name, url, **options)
+
+
+def remote_set_url(repo: RepoLike, name: str, url: str) -> None:
+    """Change a remote's URL."""
+    with open_repo(repo) as r:
+        r.remote_url(name)
+        r.set_remote(name, url)
+
+
+def remote_remove(repo: RepoLike, name: str) -> None:
+    """Forget a remote."""
+    with open_repo(repo) as r:
+        r.set_remote(name, None)
+
+
+def remotes(repo: RepoLike) -> dict[str, dict[str, Any]]:
+    """Configured remotes: name → settings (``url``, ...)."""
+    with open_repo(repo) as r:
+        return dict(r.config.remotes)
+
+
+def _push_refs(r: Repository, refs_: list[str] | None, all_: bool, tags_: bool) -> list[str]:
+    from modelstore import refs as _refs
+
+    with r.db.read() as txn:
+        if all_:
+            names = [n for n, oid, _ in _refs.list_refs(txn, "refs/heads/") if oid]
+        elif refs_:
+            names = [_full(r, txn, x) for x in refs_]
+        else:
+            branch, _ = r.head(txn)
+            if branch is None:
+                raise BadArgumentError("HEAD is detached: name the branch to push")
+            names = [f"refs/heads/{branch}"]
+        if tags_:
+            names += [n for n, oid, _ in _refs.list_refs(txn, "refs/tags/") if oid]
+    return names
+
+
+def _full(r: Repository, txn: Any, name: str) -> str:
+    return r._full_ref(txn, name)
+
+
+def push(
+    repo: RepoLike,
+    remote: str = "origin",
+    refs: list[str] | None = None,
+    *,
+    all_branches: bool = False,
+    tags: bool = False,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> SyncResult:
+    """Send branches (default: the current one) and what they need to ``remote``."""
+    with open_repo(repo) as r:
+        url = r.remote_url(remote)
+        return _sync.push(
+            r, remote, url, _push_refs(r, refs, all_branches, tags), force=force, progress=progress
+        )
+
+
+def fetch(
+    repo: RepoLike, remote: str = "origin", *, progress: ProgressFn | None = None
+) -> SyncResult:
+    """Get the remote's branches (as ``REMOTE/BRANCH``), tags and missing data."""
+    with open_repo(repo) as r:
+        return _sync.fetch(r, remote, r.remote_url(remote), progress=progress)
+
+
+def pull(
+    repo: RepoLike,
+    remote: str = "origin",
+    branch: str | None = None,
+    *,
+    progress: ProgressFn | None = None,
+) -> tuple[SyncResult, MergeResult]:
+    """Fetch, then merge ``REMOTE/BRANCH`` (default: the current branch's name)."""
+    with open_repo(repo) as r:
+        res = _sync.fetch(r, remote, r.remote_url(remote), progress=progress)
+        if branch is None:
+            branch, _ = r.head()
+            if branch is None:
+                raise BadArgumentError("HEAD is detached: name the branch to pull")
+        return res, _merge.merge(
+            r, f"refs/remotes/{remote}/{branch}", message=f"Merge {remote}/{branch}"
+        )
+
+
+def clone(
+    url: str,
+    dest: str | None = None,
+    *,
+    branch: str | None = None,
+    progress: ProgressFn | None = None,
+) -> Repository:
+    """Clone ``url`` into ``dest`` (default: the last part of the URL); return it open."""
+    if dest is None:
+        dest = url.rstrip("/").rsplit("/", 1)[-1] or "repo"
+    return _sync.clone(url, dest, branch=branch, progress=progress)

@@ -518,7 +518,12 @@ class Repository:
             return refs.HEAD
         if name.startswith("refs/"):
             return name
-        for full in (f"refs/heads/{name}", f"refs/tags/{name}", f"refs/aliases/{name}"):
+        for full in (
+            f"refs/heads/{name}",
+            f"refs/tags/{name}",
+            f"refs/remotes/{name}",
+            f"refs/aliases/{name}",
+        ):
             if txn.get("refs", full.encode()) is not None or reflog.entries(txn, full):
                 return full
         raise RefNotFoundError(f"unknown ref {name!r}")
@@ -545,7 +550,9 @@ class Repository:
                 raise RefNotFoundError("HEAD has no commits yet (make one with `ms commit`)")
             return oid
         candidates = (
-            [base] if base.startswith("refs/") else [f"refs/heads/{base}", f"refs/tags/{base}"]
+            [base]
+            if base.startswith("refs/")
+            else [f"refs/heads/{base}", f"refs/tags/{base}", f"refs/remotes/{base}"]
         )
         for name in candidates:
             if txn.get("refs", name.encode()) is not None:

@@ -1,0 +1,180 @@
+"""Commands that talk to remotes: remote, push, fetch, pull, clone."""
+
+from __future__ import annotations
+
+import click
+
+from ..render import emit_json, human_size, progress, say
+
+__all__ = ["COMMANDS"]
+
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+quiet_opt = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+
+
+@click.group()
+def remote() -> None:
+    """Manage remotes: directories (e.g. a shared mount) or s3://bucket/prefix."""
+
+
+@remote.command(name="add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--endpoint-url", help="S3-compatible endpoint (MinIO, Ceph, R2...).")
+def remote_add(name: str, url: str, endpoint_url: str | None) -> None:
+    """Add remote NAME at URL."""
+    from modelstore import api
+
+    opts = {"endpoint_url": endpoint_url} if endpoint_url else {}
+    api.remote_add(".", name, url, **opts)
+    say(f"Added remote {name} -> {url}")
+
+
+@remote.command(name="remove")
+@click.argument("name")
+def remote_remove(name: str) -> None:
+    """Forget remote NAME (nothing on the remote is touched)."""
+    from modelstore import api
+
+    api.remote_remove(".", name)
+    say(f"Removed remote {name}")
+
+
+@remote.command(name="set-url")
+@click.argument("name")
+@click.argument("url")
+def remote_set_url(name: str, url: str) -> None:
+    """Change remote NAME's URL."""
+    from modelstore import api
+
+    api.remote_set_url(".", name, url)
+    say(f"{name} -> {url}")
+
+
+@remote.command(name="list")
+@json_opt
+def remote_list(as_json: bool) -> None:
+    """List remotes."""
+    from modelstore import api
+
+    items = api.remotes(".")
+    if as_json:
+        emit_json(items)
+        return
+    for name, settings in sorted(items.items()):
+        say(f"{name}\t{settings.get('url')}")
+
+
+def _summary(verb: str, res: object) -> str:
+    d = res.to_json()  # type: ignore[attr-defined]
+    if d["up_to_date"]:
+        return "Everything up to date."
+    return (
+        f"{verb}: {d['chunks']} chunk(s), {human_size(d['bytes'])} in {d['packs']} pack(s), "
+        f"{d['objects']} object(s); refs: "
+        + (", ".join(f"{k.removeprefix('refs/')}={v[:12]}" for k, v in d["refs"].items()) or "none")
+    )
+
+
+@click.command()
+@click.argument("remote_name", metavar="[REMOTE]", default="origin")
+@click.argument("refs", nargs=-1)
+@click.option("--all", "all_branches", is_flag=True, help="Push every branch.")
+@click.option("--tags", is_flag=True, help="Push tags too.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite the remote branch (not fast-forward).")
+@quiet_opt
+@json_opt
+def push(
+    remote_name: str,
+    refs: tuple[str, ...],
+    all_branches: bool,
+    tags: bool,
+    force: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Send branches (default: the current one) and only the data the remote lacks."""
+    from modelstore import api
+
+    with progress("push", not (quiet or as_json)) as bar:
+        res = api.push(
+            ".",
+            remote_name,
+            list(refs) or None,
+            all_branches=all_branches,
+            tags=tags,
+            force=force,
+            progress=bar.update if bar else None,
+        )
+    if as_json:
+        emit_json(res.to_json())
+    elif not quiet:
+        say(_summary("Pushed", res))
+
+
+@click.command()
+@click.argument("remote_name", metavar="[REMOTE]", default="origin")
+@quiet_opt
+@json_opt
+def fetch(remote_name: str, quiet: bool, as_json: bool) -> None:
+    """Get the remote's branches (as REMOTE/BRANCH), tags and only the missing data."""
+    from modelstore import api
+
+    with progress("fetch", not (quiet or as_json)) as bar:
+        res = api.fetch(".", remote_name, progress=bar.update if bar else None)
+    if as_json:
+        emit_json(res.to_json())
+    elif not quiet:
+        say(_summary("Fetched", res))
+
+
+@click.command()
+@click.argument("remote_name", metavar="[REMOTE]", default="origin")
+@click.argument("branch", required=False)
+@quiet_opt
+@json_opt
+def pull(remote_name: str, branch: str | None, quiet: bool, as_json: bool) -> None:
+    """Fetch, then merge REMOTE/BRANCH into the current branch (exits 1 on conflicts)."""
+    from modelstore import api
+
+    with progress("pull", not (quiet or as_json)) as bar:
+        res, merged = api.pull(".", remote_name, branch, progress=bar.update if bar else None)
+    if as_json:
+        emit_json({"fetch": res.to_json(), "merge": merged.to_json()})
+    elif not quiet:
+        say(_summary("Fetched", res))
+        say(
+            f"Merge: {merged.status}"
+            + (f" ({', '.join(merged.conflicts)})" if merged.conflicts else "")
+        )
+    if merged.status == "conflicts":
+        raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.argument("url")
+@click.argument("directory", required=False)
+@click.option("-b", "--branch", help="Check out this branch (default: main).")
+@quiet_opt
+@json_opt
+def clone(url: str, directory: str | None, branch: str | None, quiet: bool, as_json: bool) -> None:
+    """Make a new repository from URL, fetch everything and check out a branch."""
+    from modelstore import api
+
+    with progress("clone", not (quiet or as_json)) as bar:
+        repo = api.clone(url, directory, branch=branch, progress=bar.update if bar else None)
+    try:
+        if as_json:
+            emit_json(
+                {
+                    "path": str(repo.workdir),
+                    "head": api.log(repo, limit=1)[0].id if api.log(repo, limit=1) else None,
+                }
+            )
+        elif not quiet:
+            say(f"Cloned {url} into {repo.workdir}")
+    finally:
+        repo.close()
+
+
+COMMANDS = [remote, push, fetch, pull, clone]

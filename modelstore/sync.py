@@ -1,0 +1,541 @@
+"""Layer 4.5: push, fetch and clone: move only what the other side lacks, through a Backend.
+
+Remote layout (docs/FORMAT.md §12)::
+
+    format                        "modelstore remote format 1"
+    packs/xx/<id>.pack            pack files, byte-identical in format to local packs
+    packs/xx/<id>.idx             that pack's trailer index (its hash is the pack id)
+    meta/<id>.bundle              zstd(msgpack [1, [[object id, stored object], ...]])
+    refs/<hex of the ref name>    "<commit or tag id hex>" + newline, moved by compare-and-swap
+                                  (ref names may hold characters backend keys may not)
+
+Write order on push (readers go in reverse): packs, then their ``.idx``, then the metadata
+bundle, then each ref by compare-and-swap; a crash at any point leaves only unreferenced
+data. What the remote holds is learned from its ``.idx`` files and bundles, cached locally in
+the ``remote`` sub-database so each is downloaded once. Every chunk and object received is
+verified against its id before it is stored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zstandard
+from blake3 import blake3
+
+from modelstore import codec, reflog, refs
+from modelstore.backend import Backend, open_backend
+from modelstore.branches import is_ancestor
+from modelstore.chunkstore import decode_loc
+from modelstore.compress import decompress_chunk
+from modelstore.errors import (
+    BadArgumentError,
+    CorruptObjectError,
+    FormatError,
+    ObjectNotFoundError,
+    RefConflictError,
+    RefNotFoundError,
+)
+from modelstore.ids import ID_LEN, ObjectId, object_id
+from modelstore.metadb import Txn
+from modelstore.objects import (
+    ChunkList,
+    Commit,
+    FileManifest,
+    Tag,
+    Tree,
+    decode_object,
+)
+from modelstore.pack import INDEX_ENTRY, PackWriter, pack_id_of
+from modelstore.repository import Repository
+
+__all__ = ["REMOTE_FORMAT", "SyncResult", "clone", "fetch", "push"]
+
+REMOTE_FORMAT = b"modelstore remote format 1\n"
+ProgressFn = Callable[[int], None]
+
+
+@dataclass
+class SyncResult:
+    """What a push or fetch moved."""
+
+    remote: str
+    refs: dict[str, str] = field(default_factory=dict)
+    objects: int = 0
+    chunks: int = 0
+    bytes: int = 0
+    packs: int = 0
+    up_to_date: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "remote": self.remote,
+            "refs": self.refs,
+            "objects": self.objects,
+            "chunks": self.chunks,
+            "bytes": self.bytes,
+            "packs": self.packs,
+            "up_to_date": self.up_to_date,
+        }
+
+
+# -- the local cache of what a remote holds --------------------------------------------------
+
+
+def _k(remote: str, kind: bytes, key: bytes = b"") -> bytes:
+    return remote.encode() + b"\x00" + kind + b"\x00" + key
+
+
+def _learn(repo: Repository, remote: str, be: Backend) -> None:
+    """Download the remote's pack indexes and bundles we have not seen (ids only kept)."""
+    with repo.db.read() as txn:
+        known_packs = {k[-ID_LEN:] for k in txn.keys("remote", _k(remote, b"p"))}
+        known_bundles = {k.rsplit(b"\x00", 1)[1] for k in txn.keys("remote", _k(remote, b"b"))}
+    new_idx: list[tuple[bytes, bytes]] = []
+    new_bundles: list[tuple[bytes, list[bytes]]] = []
+    for info in be.list("packs/"):
+        if not info.key.endswith(".idx"):
+            continue
+        pid = bytes.fromhex(info.key.rsplit("/", 1)[1][:-4])
+        if pid in known_packs:
+            continue
+        idx = be.get(info.key)
+        if pack_id_of(idx) != pid or len(idx) % INDEX_ENTRY.size:
+            raise CorruptObjectError(f"remote pack index {info.key} does not match its name")
+        new_idx.append((pid, idx))
+    for info in be.list("meta/"):
+        name = info.key.rsplit("/", 1)[1].encode()
+        if not info.key.endswith(".bundle") or name in known_bundles:
+            continue
+        new_bundles.append((name, [oid for oid, _ in _read_bundle(be, info.key)]))
+
+    def record(txn: Txn) -> None:
+        for pid, idx in new_idx:
+            txn.put("remote", _k(remote, b"p", pid), len(idx).to_bytes(8, "big"))
+            for i in range(0, len(idx), INDEX_ENTRY.size):
+                cid = idx[i : i + ID_LEN]
+                txn.put("remote", _k(remote, b"c", cid), pid, overwrite=False)
+        for name, oids in new_bundles:
+            txn.put("remote", _k(remote, b"b", name), b"")
+            for oid in oids:
+                txn.put("remote", _k(remote, b"o", oid), name, overwrite=False)
+
+    if new_idx or new_bundles:
+        repo.db.write(record)
+
+
+def _read_bundle(be: Backend, key: str) -> list[tuple[ObjectId, bytes]]:
+    raw = be.get(key)
+    try:
+        body = zstandard.ZstdDecompressor().decompress(raw, max_output_size=1 << 31)
+    except zstandard.ZstdError as exc:
+        raise CorruptObjectError(f"remote bundle {key} does not decompress: {exc}") from None
+    v = codec.decode(body)
+    if not (isinstance(v, list) and len(v) == 2 and v[0] == 1 and isinstance(v[1], list)):
+        raise FormatError(f"remote bundle {key} is malformed")
+    out: list[tuple[ObjectId, bytes]] = []
+    for item in v[1]:
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], bytes)
+            and isinstance(item[1], bytes)
+            and len(item[0]) == ID_LEN
+        ):
+            raise FormatError(f"remote bundle {key} has a malformed entry")
+        out.append((ObjectId(item[0]), item[1]))
+    return out
+
+
+def _check_format(be: Backend, create: bool) -> None:
+    try:
+        fmt = be.get("format")
+    except ObjectNotFoundError:
+        if not create:
+            raise BadArgumentError(
+                "not a modelstore remote (no format file); push to it first"
+            ) from None
+        be.put("format", REMOTE_FORMAT)
+        return
+    if fmt != REMOTE_FORMAT:
+        raise FormatError(f"remote has an unknown format ({fmt[:40]!r}); upgrade ms")
+
+
+# -- reachability ----------------------------------------------------------------------------
+
+
+def _walk(
+    repo: Repository, txn: Txn, tips: Iterable[bytes], skip: Callable[[bytes], bool]
+) -> list[tuple[bytes, bytes]]:
+    """Stored objects reachable from ``tips`` that ``skip`` does not rule out.
+
+    A commit the other side has implies its whole history is there, so the walk stops at it.
+    """
+    out: list[tuple[bytes, bytes]] = []
+    seen: set[bytes] = set()
+    stack = list(tips)
+    while stack:
+        oid = stack.pop()
+        if oid in seen or skip(oid):
+            continue
+        seen.add(oid)
+        raw = txn.get("objects", oid)
+        if raw is None:
+            raise ObjectNotFoundError(f"object {oid.hex()[:16]} is missing locally (ms verify)")
+        obj = decode_object(raw, expect_id=oid)
+        out.append((oid, raw))
+        if isinstance(obj, Tag):
+            stack.append(obj.target)
+        elif isinstance(obj, Commit):
+            stack.append(obj.tree_id)
+            stack.extend(obj.parents)
+        elif isinstance(obj, Tree):
+            stack.extend(e.id for e in obj.entries)
+        elif isinstance(obj, FileManifest):
+            stack.extend(s.id for s in obj.segments)
+    return out
+
+
+def _chunks_of(
+    objs: list[tuple[bytes, bytes]], load: Callable[[ObjectId], ChunkList]
+) -> list[tuple[bytes, int]]:
+    seen: set[bytes] = set()
+    out: list[tuple[bytes, int]] = []
+    for _oid, raw in objs:
+        obj = decode_object(raw)
+        if isinstance(obj, FileManifest):
+            for cid, n in obj.iter_chunks(load):
+                if cid not in seen:
+                    seen.add(cid)
+                    out.append((cid, n))
+    return out
+
+
+# -- push ------------------------------------------------------------------------------------
+
+
+def _ref_key(name: str) -> str:
+    return "refs/" + name.encode().hex()
+
+
+def _remote_refs(be: Backend) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for info in be.list("refs/"):
+        try:
+            name = bytes.fromhex(info.key.removeprefix("refs/")).decode()
+        except ValueError:
+            continue  # not ours
+        oid, _ = _remote_ref(be, name)
+        if oid is not None:
+            out[name] = oid
+    return out
+
+
+def _remote_ref(be: Backend, name: str) -> tuple[bytes | None, str | None]:
+    info = be.stat(_ref_key(name))
+    if info is None:
+        return None, None
+    raw = be.get(_ref_key(name)).strip()
+    try:
+        oid = bytes.fromhex(raw.decode())
+    except ValueError:
+        raise FormatError(f"remote ref {name} is malformed") from None
+    if len(oid) != ID_LEN:
+        raise FormatError(f"remote ref {name} is malformed")
+    return oid, info.etag
+
+
+def push(
+    repo: Repository,
+    remote: str,
+    url: str,
+    ref_names: list[str],
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    backend: Backend | None = None,
+) -> SyncResult:
+    """Send ``ref_names`` (full ref names) and everything they need that the remote lacks."""
+    be = backend or open_backend(url)
+    _check_format(be, create=True)
+    _learn(repo, remote, be)
+    res = SyncResult(remote)
+    with repo.db.read() as txn:
+        tips: dict[str, bytes] = {}
+        for name in ref_names:
+            _, oid = refs.resolve_ref(txn, name)
+            if oid is None:
+                raise RefNotFoundError(f"nothing to push: {name} does not exist")
+            tips[name] = oid
+
+        def on_remote(oid: bytes) -> bool:
+            return txn.get("remote", _k(remote, b"o", oid)) is not None
+
+        objs = _walk(repo, txn, tips.values(), on_remote)
+        missing = [
+            (cid, n)
+            for cid, n in _chunks_of(objs, repo.get_chunk_list)
+            if txn.get("remote", _k(remote, b"c", cid)) is None
+        ]
+        locs = []
+        for cid, _ in missing:
+            raw = txn.get("chunks", cid)
+            if raw is None:
+                raise ObjectNotFoundError(f"chunk {cid.hex()[:16]} is missing locally (ms verify)")
+            locs.append((cid, decode_loc(raw)))
+    # 1. packs, then their indexes
+    sent = _send_packs(repo, be, locs, res, progress)
+    # 2. the metadata bundle
+    if objs:
+        body = codec.encode([1, [[oid, raw] for oid, raw in objs]])
+        bundle = zstandard.ZstdCompressor(level=3).compress(body)
+        name = object_id("pack", bundle).hex()
+        be.put(f"meta/{name}.bundle", bundle)
+        res.objects = len(objs)
+    # 3. refs, by compare-and-swap
+    with repo.db.read() as txn:
+        for name, new in tips.items():
+            old, etag = _remote_ref(be, name)
+            if old == new:
+                continue
+            if old is not None and not force and name.startswith("refs/heads/"):
+                known = txn.get("objects", old) is not None
+                if not known or not is_ancestor(repo, txn, old, new):
+                    raise RefConflictError(
+                        f"{name} on {remote} has commits you do not have (non-fast-forward); "
+                        "pull first, or push --force"
+                    )
+            if old is not None and name.startswith("refs/tags/") and not force:
+                raise RefConflictError(
+                    f"tag {name} already exists on {remote} (tags are immutable)"
+                )
+            be.put(_ref_key(name), (new.hex() + "\n").encode(), overwrite=True, if_match=etag or "")
+            res.refs[name] = new.hex()
+
+    def remember(txn: Txn) -> None:
+        for pid, idx in sent:
+            txn.put("remote", _k(remote, b"p", pid), len(idx).to_bytes(8, "big"))
+            for i in range(0, len(idx), INDEX_ENTRY.size):
+                txn.put("remote", _k(remote, b"c", idx[i : i + ID_LEN]), pid, overwrite=False)
+        for oid, _ in objs:
+            txn.put("remote", _k(remote, b"o", oid), b"pushed", overwrite=False)
+        for name, hexid in res.refs.items():
+            _track(txn, remote, name, bytes.fromhex(hexid), "push")
+
+    repo.db.write(remember)
+    res.up_to_date = not (res.refs or res.chunks or res.objects)
+    return res
+
+
+def _send_packs(
+    repo: Repository,
+    be: Backend,
+    locs: list[tuple[bytes, Any]],
+    res: SyncResult,
+    progress: ProgressFn | None,
+) -> list[tuple[bytes, bytes]]:
+    sent: list[tuple[bytes, bytes]] = []
+    store = repo.store
+    store.tmp_dir.mkdir(exist_ok=True)
+    writer: PackWriter | None = None
+
+    def finish(w: PackWriter) -> None:
+        tmp_packs = repo.ms_dir / "tmp" / f"push-{os.getpid()}"
+        tmp_packs.mkdir(exist_ok=True)
+        pack_hex, path = w.finish(tmp_packs)
+        data_idx = b"".join(
+            INDEX_ENTRY.pack(e.chunk_id, e.offset, e.stored_len, e.raw_len, e.codec)
+            for e in w.entries
+        )
+        key = f"packs/{pack_hex[:2]}/{pack_hex}"
+        with open(path, "rb") as f:
+            be.put(f"{key}.pack", f)
+        be.put(f"{key}.idx", data_idx)
+        os.unlink(path)
+        sent.append((bytes.fromhex(pack_hex), data_idx))
+        res.packs += 1
+        res.bytes += w.size
+
+    try:
+        for cid, loc in locs:
+            stored = store.read_stored(loc)
+            store.decode_verified(cid, loc, stored)  # never send what does not match its id
+            if writer is None:
+                writer = PackWriter(store.tmp_dir, os.urandom(8).hex())
+            writer.add(cid, stored[0], memoryview(stored)[1:], loc.raw_len)  # type: ignore[arg-type]
+            res.chunks += 1
+            if progress is not None:
+                progress(loc.raw_len)
+            if writer.size >= repo.config.pack_size:
+                finish(writer)
+                writer = None
+        if writer is not None and writer.entries:
+            finish(writer)
+            writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+    return sent
+
+
+def _track(txn: Txn, remote: str, name: str, oid: bytes, command: str) -> None:
+    short = name.removeprefix("refs/heads/")
+    if name.startswith("refs/heads/"):
+        tracking = f"refs/remotes/{remote}/{short}"
+        _, old = refs.read_ref(txn, tracking)
+        if old != oid:
+            refs.set_if_equals(txn, tracking, old, ObjectId(oid))
+            reflog.append(txn, tracking, old, ObjectId(oid), command, f"{remote} {short}")
+
+
+# -- fetch -----------------------------------------------------------------------------------
+
+
+def fetch(
+    repo: Repository,
+    remote: str,
+    url: str,
+    *,
+    progress: ProgressFn | None = None,
+    backend: Backend | None = None,
+) -> SyncResult:
+    """Get the remote's refs and everything they need that is missing locally."""
+    be = backend or open_backend(url)
+    _check_format(be, create=False)
+    _learn(repo, remote, be)
+    res = SyncResult(remote)
+    remote_refs = {
+        n: o for n, o in _remote_refs(be).items() if n.startswith(("refs/heads/", "refs/tags/"))
+    }
+    # objects: from the bundles that hold objects we lack
+    with repo.db.read() as txn:
+        # a bundle is worth downloading when it holds an object we lack
+        wanted_bundles = {
+            v
+            for k, v in txn.items("remote", _k(remote, b"o"))
+            if txn.get("objects", k[-ID_LEN:]) is None
+        }
+    new_objs: list[tuple[ObjectId, bytes]] = []
+    for name in sorted(wanted_bundles):
+        for oid, raw in _read_bundle(be, f"meta/{name.decode()}"):
+            decode_object(raw, expect_id=oid)  # verified before it is stored
+            new_objs.append((oid, raw))
+    if new_objs:
+
+        def store_objs(txn: Txn) -> None:
+            for oid, raw in new_objs:
+                txn.put("objects", oid, raw, overwrite=False)
+
+        repo.db.write(store_objs)
+        res.objects = len(new_objs)
+    # chunks: those reachable from the remote refs that we do not have
+    with repo.db.read() as txn:
+        objs = _walk(repo, txn, remote_refs.values(), lambda oid: False)
+        need = [
+            (cid, n)
+            for cid, n in _chunks_of(objs, repo.get_chunk_list)
+            if txn.get("chunks", cid) is None
+        ]
+        where: dict[bytes, list[tuple[bytes, int]]] = {}
+        for cid, n in need:
+            pid = txn.get("remote", _k(remote, b"c", cid))
+            if pid is None:
+                raise ObjectNotFoundError(
+                    f"chunk {cid.hex()[:16]} is not on {remote}: the remote is incomplete"
+                )
+            where.setdefault(pid, []).append((cid, n))
+    if where:
+        _receive_chunks(repo, be, where, res, progress)
+    # refs: remote-tracking branches and new tags
+
+    def set_refs(txn: Txn) -> None:
+        for name, oid in remote_refs.items():
+            if name.startswith("refs/tags/"):
+                if txn.get("refs", name.encode()) is None:
+                    refs.set_if_equals(txn, name, None, ObjectId(oid))
+                    reflog.append(txn, name, None, ObjectId(oid), "fetch", remote)
+                    res.refs[name] = oid.hex()
+            else:
+                _track(txn, remote, name, oid, "fetch")
+                res.refs[name] = oid.hex()
+
+    repo.db.write(set_refs)
+    res.up_to_date = not (res.objects or res.chunks)
+    return res
+
+
+def _receive_chunks(
+    repo: Repository,
+    be: Backend,
+    where: dict[bytes, list[tuple[bytes, int]]],
+    res: SyncResult,
+    progress: ProgressFn | None,
+) -> None:
+    sink = repo.store.sink()
+    try:
+        for pid, wanted in where.items():
+            key = f"packs/{pid.hex()[:2]}/{pid.hex()}"
+            idx = be.get(f"{key}.idx")
+            if pack_id_of(idx) != pid:
+                raise CorruptObjectError(f"remote pack index {key}.idx does not match its name")
+            entries = {}
+            for i in range(0, len(idx), INDEX_ENTRY.size):
+                cid, off, stored, raw_len, codec_ = INDEX_ENTRY.unpack_from(idx, i)
+                entries[cid] = (off, stored, raw_len, codec_)
+            for cid, n in sorted(wanted, key=lambda x: entries[x[0]][0]):
+                off, stored_len, raw_len, codec_ = entries[cid]
+                data = be.get(f"{key}.pack", offset=off, length=stored_len)
+                if not data or data[0] != codec_ or raw_len != n:
+                    raise CorruptObjectError(f"remote chunk {cid.hex()[:16]} is damaged")
+                raw = decompress_chunk(data[0], memoryview(data)[1:], raw_len)
+                if blake3(raw).digest() != cid:
+                    raise CorruptObjectError(
+                        f"remote chunk {cid.hex()[:16]} in {key}.pack does not match its hash; "
+                        "nothing was stored"
+                    )
+                sink.add(cid, data[0], memoryview(data)[1:], raw_len)
+                res.chunks += 1
+                res.bytes += stored_len
+                if progress is not None:
+                    progress(raw_len)
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+
+
+def clone(
+    url: str, dest: str, *, branch: str | None = None, progress: ProgressFn | None = None
+) -> Repository:
+    """A new repository in ``dest`` with ``origin`` = ``url``, fetched and checked out."""
+    repo = Repository.init(dest)
+    try:
+        repo.set_remote("origin", url)
+        res = fetch(repo, "origin", url, progress=progress)
+        heads = {
+            n.removeprefix("refs/heads/"): h
+            for n, h in res.refs.items()
+            if n.startswith("refs/heads/")
+        }
+        want = branch or ("main" if "main" in heads else next(iter(sorted(heads)), None))
+        if want is not None:
+            if want not in heads:
+                raise RefNotFoundError(f"remote has no branch {want!r}")
+            oid = ObjectId(bytes.fromhex(heads[want]))
+
+            def set_branch(txn: Txn) -> None:
+                ref = refs.branch_ref(want)
+                refs.set_symbolic(txn, refs.HEAD, ref)
+                repo._move_ref(txn, ref, None, oid, "clone", f"from {url}")
+
+            with repo._writing():
+                repo.db.write(set_branch)
+            repo.checkout(want, force=True)
+        return repo
+    except BaseException:
+        repo.close()
+        raise

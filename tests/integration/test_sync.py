@@ -1,0 +1,135 @@
+"""push / fetch / pull / clone through a directory remote: only missing data moves, verified."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from modelstore import Repository, api
+from modelstore.branches import create_tag
+from modelstore.chunker import ChunkerParams
+from modelstore.errors import CorruptObjectError, RefConflictError
+from modelstore.verify import verify
+from tests.conftest import make_data
+
+SMALL = ChunkerParams(min_size=256, avg_size=1024, max_size=4096)
+
+
+def new_repo(path: Path) -> Repository:
+    return Repository.init(path, chunker=SMALL, pack_size=64 << 10)
+
+
+def put(repo: Repository, path: str, data: bytes) -> None:
+    p = repo.workdir / path
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    repo.add([str(p)])
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Repository, Path]:
+    a = new_repo(tmp_path / "a")
+    a.set_remote("origin", str(tmp_path / "remote"))
+    put(a, "model.bin", make_data(200_000, 1))
+    put(a, "cfg/params.txt", b"lr=3e-4\n")
+    a.commit("v1")
+    return a, tmp_path
+
+
+def test_push_then_clone_is_byte_identical(pair: tuple[Repository, Path]) -> None:
+    a, tmp = pair
+    res = api.push(a)
+    assert res.refs == {"refs/heads/main": a.resolve("main").hex()}
+    assert res.chunks > 0 and res.objects > 0
+    b = api.clone(str(tmp / "remote"), str(tmp / "b"))
+    assert (b.workdir / "model.bin").read_bytes() == make_data(200_000, 1)
+    assert (b.workdir / "cfg" / "params.txt").read_bytes() == b"lr=3e-4\n"
+    assert b.resolve("main") == a.resolve("main") and b.head()[0] == "main"
+    assert verify(b, read_data=True).ok
+    b.close()
+
+
+def test_second_push_sends_only_missing_chunks_and_noop_push(pair: tuple[Repository, Path]) -> None:
+    a, _ = pair
+    first = api.push(a)
+    data = bytearray(make_data(200_000, 1))
+    data[100_000:100_010] = b"0123456789"
+    put(a, "model.bin", bytes(data))
+    a.commit("v2")
+    second = api.push(a)
+    assert 0 < second.chunks <= 4 and second.bytes < first.bytes / 10
+    again = api.push(a)
+    assert again.up_to_date and again.chunks == 0 and again.refs == {}
+
+
+def test_fetch_brings_only_what_is_missing(pair: tuple[Repository, Path]) -> None:
+    a, tmp = pair
+    api.push(a)
+    b = api.clone(str(tmp / "remote"), str(tmp / "b"))
+    put(a, "extra.bin", make_data(30_000, 9))
+    a.commit("v2")
+    api.push(a)
+    res = api.fetch(b)
+    assert 0 < res.chunks < 40
+    assert b.resolve("refs/remotes/origin/main") == a.resolve("main")
+    out = io.BytesIO()
+    b.cat("origin/main", "extra.bin", out)
+    assert out.getvalue() == make_data(30_000, 9)
+    b.close()
+
+
+def test_concurrent_pushers_non_fast_forward_then_pull(pair: tuple[Repository, Path]) -> None:
+    a, tmp = pair
+    api.push(a)
+    b = api.clone(str(tmp / "remote"), str(tmp / "b"))
+    put(b, "from-b.txt", b"b")
+    b.commit("b work")
+    api.push(b)
+    put(a, "from-a.txt", b"a")
+    a.commit("a work")
+    with pytest.raises(RefConflictError, match="pull first"):
+        api.push(a)
+    _, merged = api.pull(a)
+    assert merged.status == "merged"
+    assert (a.workdir / "from-b.txt").read_bytes() == b"b"
+    api.push(a)
+    api.pull(b)
+    assert b.resolve("main") == a.resolve("main")
+    b.close()
+
+
+def test_force_push_and_tags(pair: tuple[Repository, Path]) -> None:
+    a, tmp = pair
+    api.push(a)
+    b = api.clone(str(tmp / "remote"), str(tmp / "b"))
+    put(b, "x", b"x")
+    b.commit("b")
+    api.push(b)
+    put(a, "y", b"y")
+    a.commit("a")
+    api.push(a, force=True)
+    create_tag(a, "v1", message="release")
+    api.push(a, tags=True)
+    res = api.fetch(b)
+    assert "refs/tags/v1" in res.refs
+    assert b.resolve("v1") == a.resolve("main")
+    b.close()
+
+
+def test_fetch_of_corrupt_remote_chunk_stores_nothing(pair: tuple[Repository, Path]) -> None:
+    a, tmp = pair
+    api.push(a)
+    b = new_repo(tmp / "b")
+    b.set_remote("origin", str(tmp / "remote"))
+    for p in (tmp / "remote" / "packs").rglob("*.pack"):
+        raw = bytearray(p.read_bytes())
+        raw[40] ^= 0xFF
+        p.write_bytes(bytes(raw))
+    before = b.store.stats().chunks
+    with pytest.raises(CorruptObjectError, match="does not match"):
+        api.fetch(b)
+    assert b.store.stats().chunks == before
+    assert verify(b).ok
+    b.close()
