@@ -491,6 +491,10 @@ def _push_refs(r: Repository, refs_: list[str] | None, all_: bool, tags_: bool) 
     return names
 
 
+def _options(r: Repository, remote: str) -> dict[str, Any]:
+    return {k: v for k, v in r.config.remotes.get(remote, {}).items() if k != "url"}
+
+
 def _full(r: Repository, txn: Any, name: str) -> str:
     return r._full_ref(txn, name)
 
@@ -509,7 +513,13 @@ def push(
     with open_repo(repo) as r:
         url = r.remote_url(remote)
         return _sync.push(
-            r, remote, url, _push_refs(r, refs, all_branches, tags), force=force, progress=progress
+            r,
+            remote,
+            url,
+            _push_refs(r, refs, all_branches, tags),
+            force=force,
+            progress=progress,
+            options=_options(r, remote),
         )
 
 
@@ -518,7 +528,9 @@ def fetch(
 ) -> SyncResult:
     """Get the remote's branches (as ``REMOTE/BRANCH``), tags and missing data."""
     with open_repo(repo) as r:
-        return _sync.fetch(r, remote, r.remote_url(remote), progress=progress)
+        return _sync.fetch(
+            r, remote, r.remote_url(remote), progress=progress, options=_options(r, remote)
+        )
 
 
 def pull(
@@ -530,7 +542,9 @@ def pull(
 ) -> tuple[SyncResult, MergeResult]:
     """Fetch, then merge ``REMOTE/BRANCH`` (default: the current branch's name)."""
     with open_repo(repo) as r:
-        res = _sync.fetch(r, remote, r.remote_url(remote), progress=progress)
+        res = _sync.fetch(
+            r, remote, r.remote_url(remote), progress=progress, options=_options(r, remote)
+        )
         if branch is None:
             branch, _ = r.head()
             if branch is None:
@@ -546,8 +560,9 @@ def clone(
     *,
     branch: str | None = None,
     progress: ProgressFn | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Repository:
     """Clone ``url`` into ``dest`` (default: the last part of the URL); return it open."""
     if dest is None:
         dest = url.rstrip("/").rsplit("/", 1)[-1] or "repo"
-    return _sync.clone(url, dest, branch=branch, progress=progress)
+    return _sync.clone(url, dest, branch=branch, progress=progress, options=options)

@@ -258,9 +258,10 @@ def push(
     force: bool = False,
     progress: ProgressFn | None = None,
     backend: Backend | None = None,
+    options: dict[str, Any] | None = None,
 ) -> SyncResult:
     """Send ``ref_names`` (full ref names) and everything they need that the remote lacks."""
-    be = backend or open_backend(url)
+    be = backend or open_backend(url, **(options or {}))
     _check_format(be, create=True)
     _learn(repo, remote, be)
     res = SyncResult(remote)
@@ -402,9 +403,10 @@ def fetch(
     *,
     progress: ProgressFn | None = None,
     backend: Backend | None = None,
+    options: dict[str, Any] | None = None,
 ) -> SyncResult:
     """Get the remote's refs and everything they need that is missing locally."""
-    be = backend or open_backend(url)
+    be = backend or open_backend(url, **(options or {}))
     _check_format(be, create=False)
     _learn(repo, remote, be)
     res = SyncResult(remote)
@@ -509,13 +511,18 @@ def _receive_chunks(
 
 
 def clone(
-    url: str, dest: str, *, branch: str | None = None, progress: ProgressFn | None = None
+    url: str,
+    dest: str,
+    *,
+    branch: str | None = None,
+    progress: ProgressFn | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Repository:
     """A new repository in ``dest`` with ``origin`` = ``url``, fetched and checked out."""
     repo = Repository.init(dest)
     try:
-        repo.set_remote("origin", url)
-        res = fetch(repo, "origin", url, progress=progress)
+        repo.set_remote("origin", url, **(options or {}))
+        res = fetch(repo, "origin", url, progress=progress, options=options)
         heads = {
             n.removeprefix("refs/heads/"): h
             for n, h in res.refs.items()
