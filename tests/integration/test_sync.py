@@ -133,3 +133,30 @@ def test_fetch_of_corrupt_remote_chunk_stores_nothing(pair: tuple[Repository, Pa
     assert b.store.stats().chunks == before
     assert verify(b).ok
     b.close()
+
+
+def test_interrupted_push_resumes_without_resending_finished_packs(
+    pair: tuple[Repository, Path],
+) -> None:
+    from modelstore import sync
+    from modelstore.backend.faulty import Fault, FaultyBackend
+    from modelstore.backend.local import LocalBackend
+    from modelstore.errors import StorageError
+
+    a, tmp = pair
+    put(a, "big.bin", make_data(600_000, 5))
+    a.commit("big")
+    inner = LocalBackend(tmp / "remote")
+    broken = FaultyBackend(inner, [Fault.fail("put", nth=6, prefix="packs/")])
+    with pytest.raises(StorageError):
+        sync.push(a, "origin", str(tmp / "remote"), ["refs/heads/main"], backend=broken)
+    # nothing points at the partial upload: the remote has no ref yet
+    assert not list(inner.list("refs/"))
+    total = sync.push(a, "origin", str(tmp / "remote"), ["refs/heads/main"],
+                      backend=FaultyBackend(inner, []))
+    b = api.clone(str(tmp / "remote"), str(tmp / "b"))
+    assert (b.workdir / "big.bin").read_bytes() == make_data(600_000, 5)
+    # the resumed push re-sent less than everything: packs finished before the fault stayed
+    everything = sum(p.stat().st_size for p in (tmp / "remote" / "packs").rglob("*.pack"))
+    assert 0 < total.bytes < everything
+    b.close()
