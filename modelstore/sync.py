@@ -19,6 +19,7 @@ verified against its id before it is stored.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ from blake3 import blake3
 from modelstore import codec, reflog, refs
 from modelstore.backend import Backend, open_backend
 from modelstore.branches import is_ancestor
-from modelstore.chunkstore import decode_loc
+from modelstore.chunkstore import CHUNK_LOC, PACK_REC, ChunkLoc, decode_loc
 from modelstore.compress import decompress_chunk
 from modelstore.errors import (
     BadArgumentError,
@@ -39,6 +40,7 @@ from modelstore.errors import (
     RefConflictError,
     RefNotFoundError,
 )
+from modelstore.fileio import fsync_dir
 from modelstore.ids import ID_LEN, ObjectId, object_id
 from modelstore.metadb import Txn
 from modelstore.objects import (
@@ -49,7 +51,7 @@ from modelstore.objects import (
     Tree,
     decode_object,
 )
-from modelstore.pack import INDEX_ENTRY, PackWriter, pack_id_of
+from modelstore.pack import INDEX_ENTRY, PackWriter, pack_id_of, read_pack_trailer
 from modelstore.repository import Repository
 
 __all__ = ["REMOTE_FORMAT", "SyncResult", "clone", "fetch", "push"]
@@ -288,8 +290,11 @@ def push(
             if raw is None:
                 raise ObjectNotFoundError(f"chunk {cid.hex()[:16]} is missing locally (ms verify)")
             locs.append((cid, decode_loc(raw)))
-    # 1. packs, then their indexes
-    sent = _send_packs(repo, be, locs, res, progress)
+    # 1. packs, then their indexes: whole local packs when most of a pack is wanted (streamed
+    # from disk as they are), the remaining chunks re-packed
+    whole, rest = _split_by_pack(repo, locs)
+    sent = _send_whole_packs(repo, be, whole, res, progress)
+    sent += _send_packs(repo, be, rest, res, progress)
     # 2. the metadata bundle
     if objs:
         body = codec.encode([1, [[oid, raw] for oid, raw in objs]])
@@ -330,6 +335,62 @@ def push(
     repo.db.write(remember)
     res.up_to_date = not (res.refs or res.chunks or res.objects)
     return res
+
+
+#: a local pack is sent whole when at least this share of its chunk bytes is wanted
+WHOLE_PACK_SHARE = 0.5
+
+
+def _split_by_pack(
+    repo: Repository, locs: list[tuple[bytes, Any]]
+) -> tuple[list[bytes], list[tuple[bytes, Any]]]:
+    by_pack: dict[bytes, list[tuple[bytes, Any]]] = {}
+    for cid, loc in locs:
+        by_pack.setdefault(loc.pack_id, []).append((cid, loc))
+    whole: list[bytes] = []
+    rest: list[tuple[bytes, Any]] = []
+    for pid, items in by_pack.items():
+        try:
+            size = os.path.getsize(repo.store.pack_path(pid))
+        except OSError:
+            size = 0
+        if size and sum(loc.stored_len for _, loc in items) >= WHOLE_PACK_SHARE * size:
+            whole.append(pid)
+        else:
+            rest.extend(items)
+    return whole, rest
+
+
+def _send_whole_packs(
+    repo: Repository,
+    be: Backend,
+    pids: list[bytes],
+    res: SyncResult,
+    progress: ProgressFn | None,
+) -> list[tuple[bytes, bytes]]:
+    """Upload local packs as they are; the receiver verifies every chunk it takes from them."""
+    sent: list[tuple[bytes, bytes]] = []
+    for pid in pids:
+        path = repo.store.pack_path(pid)
+        size = os.path.getsize(path)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            idx, entries = read_pack_trailer(fd, size)
+        finally:
+            os.close(fd)
+        if pack_id_of(idx) != pid:
+            raise CorruptObjectError(f"local pack {pid.hex()[:16]} does not match its name")
+        key = f"packs/{pid.hex()[:2]}/{pid.hex()}"
+        with open(path, "rb") as f:
+            be.put(f"{key}.pack", f)
+        be.put(f"{key}.idx", idx)
+        sent.append((pid, idx))
+        res.packs += 1
+        res.chunks += len(entries)
+        res.bytes += size
+        if progress is not None:
+            progress(sum(e.raw_len for e in entries))
+    return sent
 
 
 def _send_packs(
@@ -488,6 +549,10 @@ def _receive_chunks(
             for i in range(0, len(idx), INDEX_ENTRY.size):
                 cid, off, stored, raw_len, codec_ = INDEX_ENTRY.unpack_from(idx, i)
                 entries[cid] = (off, stored, raw_len, codec_)
+            total = sum(e[1] for e in entries.values())
+            if sum(entries[c][1] for c, _ in wanted if c in entries) >= WHOLE_PACK_SHARE * total:
+                _install_whole_pack(repo, be, key, pid, idx, res, progress)
+                continue
             for cid, n in sorted(wanted, key=lambda x: entries[x[0]][0]):
                 off, stored_len, raw_len, codec_ = entries[cid]
                 data = be.get(f"{key}.pack", offset=off, length=stored_len)
@@ -508,6 +573,70 @@ def _receive_chunks(
     except BaseException:
         sink.abort()
         raise
+
+
+def _install_whole_pack(
+    repo: Repository,
+    be: Backend,
+    key: str,
+    pid: bytes,
+    idx: bytes,
+    res: SyncResult,
+    progress: ProgressFn | None,
+) -> None:
+    """Download a remote pack whole, verify every chunk in it, rename it in, index it.
+
+    One streamed request instead of one per chunk; the chunks are verified in parallel.
+    """
+    store = repo.store
+    store.tmp_dir.mkdir(exist_ok=True)
+    tmp = store.tmp_dir / f"fetch-{pid.hex()[:16]}-{os.getpid()}.pack.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            for block in be.get_stream(f"{key}.pack"):
+                f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            got_idx, entries = read_pack_trailer(fd, os.fstat(fd).st_size)
+            if got_idx != idx:
+                raise CorruptObjectError(f"remote pack {key}.pack does not match its index")
+
+            def check(batch: list[Any]) -> int:
+                n = 0
+                for e in batch:
+                    stored = os.pread(fd, e.stored_len, e.offset)
+                    loc = ChunkLoc(pid, e.offset, e.stored_len, e.raw_len, e.codec)
+                    store.decode_verified(e.chunk_id, loc, stored)  # raises on any mismatch
+                    n += e.raw_len
+                return n
+
+            batches = [entries[i : i + 64] for i in range(0, len(entries), 64)]
+            for n in store.pool.map(check, batches):
+                if progress is not None:
+                    progress(n)
+        finally:
+            os.close(fd)
+        final = store.pack_path(pid)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    size = final.stat().st_size
+
+    def index(txn: Txn) -> None:
+        txn.put("packs", pid, PACK_REC.pack(1, size, len(entries), time.time_ns()))
+        for e in entries:
+            loc = CHUNK_LOC.pack(1, pid, e.offset, e.stored_len, e.raw_len, e.codec)
+            txn.put("chunks", e.chunk_id, loc, overwrite=False)
+
+    repo.db.write(index)
+    res.packs += 1
+    res.chunks += len(entries)
+    res.bytes += size
 
 
 def clone(
