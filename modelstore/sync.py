@@ -40,7 +40,7 @@ from modelstore.errors import (
     RefConflictError,
     RefNotFoundError,
 )
-from modelstore.fileio import fsync_dir
+from modelstore.fileio import DirectFileWriter, fsync_dir
 from modelstore.ids import ID_LEN, ObjectId, object_id
 from modelstore.metadb import Txn
 from modelstore.objects import (
@@ -592,11 +592,18 @@ def _install_whole_pack(
     store.tmp_dir.mkdir(exist_ok=True)
     tmp = store.tmp_dir / f"fetch-{pid.hex()[:16]}-{os.getpid()}.pack.tmp"
     try:
-        with open(tmp, "wb") as f:
-            for block in be.get_stream(f"{key}.pack"):
-                f.write(block)
-            f.flush()
-            os.fsync(f.fileno())
+        wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            # O_DIRECT from pooled buffers: buffered write + fsync runs ~4x slower here
+            out = DirectFileWriter(wfd, store.buffers, store.writer)
+            try:
+                for block in be.get_stream(f"{key}.pack"):
+                    out.write(block)
+            finally:
+                out.close()
+            os.fsync(wfd)
+        finally:
+            os.close(wfd)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             got_idx, entries = read_pack_trailer(fd, os.fstat(fd).st_size)
