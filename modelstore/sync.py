@@ -290,6 +290,12 @@ def push(
             if raw is None:
                 raise ObjectNotFoundError(f"chunk {cid.hex()[:16]} is missing locally (ms verify)")
             locs.append((cid, decode_loc(raw)))
+    # 0. refuse early what the ref step would refuse, before sending any data
+    with repo.db.read() as txn:
+        for name, new in tips.items():
+            old, _ = _remote_ref(be, name)
+            if old != new:
+                _check_move(repo, txn, remote, name, old, new, force)
     # 1. packs, then their indexes: whole local packs when most of a pack is wanted (streamed
     # from disk as they are), the remaining chunks re-packed
     whole, rest = _split_by_pack(repo, locs)
@@ -302,23 +308,13 @@ def push(
         name = object_id("pack", bundle).hex()
         be.put(f"meta/{name}.bundle", bundle)
         res.objects = len(objs)
-    # 3. refs, by compare-and-swap
+    # 3. refs, by compare-and-swap (checked again here: the remote may have moved meanwhile)
     with repo.db.read() as txn:
         for name, new in tips.items():
             old, etag = _remote_ref(be, name)
             if old == new:
                 continue
-            if old is not None and not force and name.startswith("refs/heads/"):
-                known = txn.get("objects", old) is not None
-                if not known or not is_ancestor(repo, txn, old, new):
-                    raise RefConflictError(
-                        f"{name} on {remote} has commits you do not have (non-fast-forward); "
-                        "pull first, or push --force"
-                    )
-            if old is not None and name.startswith("refs/tags/") and not force:
-                raise RefConflictError(
-                    f"tag {name} already exists on {remote} (tags are immutable)"
-                )
+            _check_move(repo, txn, remote, name, old, new, force)
             be.put(_ref_key(name), (new.hex() + "\n").encode(), overwrite=True, if_match=etag or "")
             res.refs[name] = new.hex()
 
@@ -335,6 +331,27 @@ def push(
     repo.db.write(remember)
     res.up_to_date = not (res.refs or res.chunks or res.objects)
     return res
+
+
+def _check_move(
+    repo: Repository,
+    txn: Txn,
+    remote: str,
+    name: str,
+    old: bytes | None,
+    new: bytes,
+    force: bool,
+) -> None:
+    """Refuse a push that would lose remote commits (or move a tag) unless forced."""
+    if old is None or force:
+        return
+    if name.startswith("refs/tags/"):
+        raise RefConflictError(f"tag {name} already exists on {remote} (tags are immutable)")
+    if txn.get("objects", old) is None or not is_ancestor(repo, txn, old, new):
+        raise RefConflictError(
+            f"{name} on {remote} has commits you do not have (non-fast-forward); "
+            "pull first, or push --force"
+        )
 
 
 #: a local pack is sent whole when at least this share of its chunk bytes is wanted
