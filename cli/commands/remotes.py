@@ -21,11 +21,18 @@ def remote() -> None:
 @click.argument("name")
 @click.argument("url")
 @click.option("--endpoint-url", help="S3-compatible endpoint (MinIO, Ceph, R2...).")
-def remote_add(name: str, url: str, endpoint_url: str | None) -> None:
-    """Add remote NAME at URL."""
+@click.option(
+    "--token",
+    help="Access token for an `ms serve` remote (else $MS_TOKEN); "
+    "stored in the repository config in plain text.",
+)
+def remote_add(name: str, url: str, endpoint_url: str | None, token: str | None) -> None:
+    """Add remote NAME at URL (a directory, s3://bucket/prefix or http(s)://host/repo)."""
     from modelstore import api
 
     opts = {"endpoint_url": endpoint_url} if endpoint_url else {}
+    if token:
+        opts["token"] = token
     api.remote_add(".", name, url, **opts)
     say(f"Added remote {name} -> {url}")
 

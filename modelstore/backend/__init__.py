@@ -7,7 +7,8 @@
 ``file:///path``              the same
 ``s3://bucket/prefix``        ``S3Backend`` (option ``endpoint_url``; boto3 credentials)
 ``memory://name``             a process-wide named ``MemoryBackend`` (tests)
-``http(s)://``                reserved for ``ms serve`` remotes (not supported yet)
+``http(s)://host:port/repo``  ``HttpBackend``: a repository served by ``ms serve``
+                              (option ``token``, else ``$MS_TOKEN``)
 ============================  ===========================================================
 
 Wrappers (``RetryBackend``, ``FaultyBackend``) implement the same protocol and are stacked by
@@ -44,16 +45,23 @@ __all__ = [
 _MEMORY: dict[str, MemoryBackend] = {}
 _MEMORY_GUARD = threading.Lock()
 
-_OPTIONS = {"file": {"temp_grace"}, "s3": {"endpoint_url", "client", "part_size"}, "memory": set()}
+_OPTIONS = {
+    "file": {"temp_grace"},
+    "s3": {"endpoint_url", "client", "part_size"},
+    "memory": set(),
+    "http": {"token", "client"},
+    "https": {"token", "client"},
+}
 
 
 def open_backend(url: str, **options: Any) -> Backend:
     """Open the backend a remote URL names (see the module docstring for the forms).
 
     Args:
-        url: A path, ``file://``, ``s3://bucket/prefix`` or ``memory://name`` URL.
+        url: A path, ``file://``, ``s3://bucket/prefix``, ``memory://name`` or
+            ``http(s)://host:port/repo`` URL.
         **options: Backend options: ``endpoint_url``, ``client``, ``part_size`` (S3);
-            ``temp_grace`` (local).
+            ``temp_grace`` (local); ``token``, ``client`` (http).
 
     Returns:
         The backend (S3 clients are created here, but nothing is contacted yet).
@@ -64,18 +72,20 @@ def open_backend(url: str, **options: Any) -> Backend:
     if not isinstance(url, str) or not url.strip():
         raise BadArgumentError("empty remote URL")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme in ("http", "https"):
-        raise BadArgumentError("ms serve remotes are not supported yet")
     kind = scheme or "file"
     if kind not in _OPTIONS:
         raise BadArgumentError(
-            f"unsupported remote URL {url!r} (use a path, file://, s3:// or memory://)"
+            f"unsupported remote URL {url!r} (use a path, file://, s3://, http(s):// or memory://)"
         )
     unknown = sorted(set(options) - _OPTIONS[kind])
     if unknown:
         raise BadArgumentError(f"unknown option(s) for a {kind} remote: {', '.join(unknown)}")
     if not scheme:
         return LocalBackend(Path(url).expanduser(), **options)
+    if kind in ("http", "https"):
+        from modelstore.backend.http import HttpBackend
+
+        return HttpBackend(url, **options)
     parts = urlsplit(url)
     if kind == "file":
         if parts.netloc not in ("", "localhost"):

@@ -3,10 +3,14 @@
 S3 runs against a real moto server in its own process (started once per session, on first use,
 and stopped at the end), with a fresh bucket per test and dummy credentials. If the server
 cannot start, the S3 tests fail: they never skip.
+
+``serve`` runs ``python -m modelstore.serve`` (uvicorn) in its own process the same way, with a
+tokens file, and each test gets a fresh repository name on it, through ``HttpBackend``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -24,8 +28,20 @@ import pytest
 
 from modelstore.backend import Backend, LocalBackend, MemoryBackend
 
-KINDS = ["memory", "local", "s3"]
+KINDS = ["memory", "local", "s3", "serve"]
 MOTO_START_TIMEOUT = 30.0
+SERVE_START_TIMEOUT = 30.0
+
+#: the session server's tokens: write everywhere, read everywhere, write to one repository only
+WRITE_TOKEN = "w-" + "0123456789abcdef" * 2
+READ_TOKEN = "r-" + "fedcba9876543210" * 2
+LIMITED_TOKEN = "l-" + "0f1e2d3c4b5a6978" * 2
+LIMITED_REPO = "only-this"
+TOKENS = {
+    WRITE_TOKEN: {"user": "writer", "scope": "write", "repos": ["*"]},
+    READ_TOKEN: {"user": "reader", "scope": "read", "repos": ["*"]},
+    LIMITED_TOKEN: {"user": "limited", "scope": "write", "repos": [LIMITED_REPO]},
+}
 
 
 @dataclass
@@ -89,6 +105,82 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
             proc.wait()
 
 
+@dataclass
+class ServeProcess:
+    """A running ``python -m modelstore.serve``: its URL, process and root directory."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    root: Path
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_serve(base: Path, tokens: dict[str, Any] | None) -> ServeProcess:
+    """Start ``python -m modelstore.serve`` on a free port under ``base``; wait until it answers.
+
+    ``tokens=None`` starts it with ``--no-auth``. Fails the test if it cannot start.
+    """
+    root = base / "root"
+    root.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "modelstore.serve", str(root), "--host", "127.0.0.1",
+           "--port", str(port), "--log-level", "warning"]
+    if tokens is None:
+        cmd.append("--no-auth")
+    else:
+        tokens_file = base / "tokens.json"
+        tokens_file.write_text(json.dumps(tokens))
+        cmd += ["--tokens", str(tokens_file)]
+    log_path = base / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    server = ServeProcess(url, proc, root, log_path)
+    deadline = time.monotonic() + SERVE_START_TIMEOUT
+    error: str | None = None
+    while not _answers(url):
+        if proc.poll() is not None:
+            error = f"exited with code {proc.returncode}"
+            break
+        if time.monotonic() > deadline:
+            error = f"did not answer within {SERVE_START_TIMEOUT:.0f}s"
+            break
+        time.sleep(0.05)
+    if error is not None:
+        server.stop()
+        tail = log_path.read_text(errors="replace")[-2000:]
+        pytest.fail(f"ms serve ({' '.join(cmd)}) {error}; log:\n{tail}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def serve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """One ``ms serve`` process for the whole session, with the ``TOKENS`` above."""
+    server = start_serve(tmp_path_factory.mktemp("serve"), TOKENS)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def serve_repo_url(serve_server: ServeProcess) -> str:
+    """The URL of a fresh (not yet existing) repository on the session server."""
+    return f"{serve_server.url}/t-{uuid.uuid4().hex[:16]}"
+
+
 @pytest.fixture
 def s3_endpoint(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     """The moto endpoint, with dummy AWS credentials in the environment."""
@@ -135,6 +227,10 @@ def backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Backen
         return MemoryBackend("contract")
     if kind == "local":
         return LocalBackend(tmp_path / "store")
+    if kind == "serve":
+        from modelstore.backend.http import HttpBackend
+
+        return HttpBackend(request.getfixturevalue("serve_repo_url"), token=WRITE_TOKEN)
     from modelstore.backend.s3 import S3Backend
 
     endpoint = request.getfixturevalue("s3_endpoint")

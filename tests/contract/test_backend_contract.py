@@ -526,8 +526,10 @@ def test_open_backend_urls(tmp_path: Path) -> None:
     m1.put("k", b"v")
     m2 = open_backend("memory://shared-test")
     assert isinstance(m2, MemoryBackend) and m2.get("k") == b"v"
-    with pytest.raises(BadArgumentError, match="not supported yet"):
-        open_backend("https://host/repo")
+    from modelstore.backend.http import HttpBackend  # ms serve remotes (test_serve.py)
+
+    h = open_backend("https://host/repo/", token="t")
+    assert isinstance(h, HttpBackend) and h.base_url == "https://host/repo"
     with pytest.raises(BadArgumentError, match="unsupported remote URL"):
         open_backend("ftp://host/x")
     with pytest.raises(BadArgumentError, match="unknown option"):

@@ -1,4 +1,4 @@
-"""The same push → clone → push-again round trip on every remote kind: directory and S3."""
+"""The same push → clone → push-again round trip on every remote kind: directory, S3, ms serve."""
 
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ from tests.conftest import make_data
 SMALL = ChunkerParams(min_size=256, avg_size=1024, max_size=4096)
 
 
-@pytest.fixture(params=["dir", "s3"])
+@pytest.fixture(params=["dir", "s3", "serve"])
 def remote(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str]]:
     if request.param == "dir":
         return str(tmp_path / "remote"), {}
+    if request.param == "serve":
+        from tests.contract.conftest import WRITE_TOKEN
+
+        return request.getfixturevalue("serve_repo_url"), {"token": WRITE_TOKEN}
     endpoint = request.getfixturevalue("s3_endpoint")
     bucket = request.getfixturevalue("s3_bucket")
     return f"s3://{bucket}/team/models", {"endpoint_url": endpoint}
