@@ -18,11 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.gen import write_checkpoint
-from bench.run import _precompile
+from bench.run import _precompile, _reset_peak_rss
 
 
 def timed(cwd: Path, *args: str) -> tuple[float, int, str]:
+    """Wall seconds, the child's own peak RSS (KiB) and its stdout."""
+    _reset_peak_rss()  # a child inherits the parent's high-water mark at exec otherwise
     t = time.perf_counter()
     p = subprocess.Popen(list(args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, ru = os.wait4(p.pid, 0)
@@ -53,8 +54,14 @@ def main() -> None:
     ms = [sys.executable, "-m", "modelstore.cli.main"]
     try:
         src = work / "v1.safetensors"
-        write_checkpoint(src, size, seed=0)
-        write_checkpoint(work / "v2.safetensors", size, seed=0, change_fraction=0.1)
+        # generate in child processes: numpy in this process would inflate children's peak RSS
+        gen = [sys.executable, "-m", "bench.gen"]
+        here = Path(__file__).resolve().parent.parent
+        subprocess.run([*gen, str(src), "--size", str(size), "--seed", "0"], check=True,
+                       cwd=here, stdout=subprocess.DEVNULL)
+        subprocess.run([*gen, str(work / "v2.safetensors"), "--size", str(size), "--seed", "0",
+                        "--change-fraction", "0.1"], check=True, cwd=here,
+                       stdout=subprocess.DEVNULL)
         subprocess.run(["sync"], check=True)
         cp, _, _ = timed(work, "sh", "-c", f"cp {src} {work / 'cpcopy'} && sync")
         os.unlink(work / "cpcopy")
