@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelstore.backend.base import (
     STREAM_BLOCK,
@@ -52,7 +53,10 @@ from modelstore.errors import (
     RepositoryFullError,
     StorageError,
 )
-from modelstore.fileio import fsync_dir
+from modelstore.fileio import BufferPool, DirectFileWriter, fsync_dir
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["ETAG_HASH_MAX", "LOCK_NAME", "TEMP_PREFIX", "LocalBackend"]
 
@@ -124,6 +128,9 @@ class LocalBackend:
 
     def __init__(self, root: Path | str, *, temp_grace: float = 3600.0) -> None:
         self.root = Path(os.path.abspath(root))
+        self._bufpool: BufferPool | None = None
+        self._wpool: ThreadPoolExecutor | None = None
+        self._pid = os.getpid()
         if self.root.exists() and not self.root.is_dir():
             raise StorageError(f"storage root {self.root} exists and is not a directory")
         with _THREAD_LOCKS_GUARD:
@@ -167,6 +174,23 @@ class LocalBackend:
                 d.mkdir()
             fsync_dir(d.parent)
 
+    def _buffers(self) -> BufferPool:
+        # created on first use and again in a forked child (threads are not forked)
+        if self._bufpool is None or self._pid != os.getpid():
+            self._bufpool = BufferPool(2)
+            self._wpool = None
+            self._pid = os.getpid()
+        assert self._bufpool is not None
+        return self._bufpool
+
+    def _writer(self) -> ThreadPoolExecutor:
+        self._buffers()
+        if self._wpool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._wpool = ThreadPoolExecutor(1, thread_name_prefix="ms-local-write")
+        return self._wpool
+
     def _write_temp(self, path: Path, data: PutData) -> tuple[Path, int, str]:
         """Stream ``data`` into a synced temp file beside ``path``: (temp, size, etag)."""
         tmp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
@@ -180,20 +204,32 @@ class LocalBackend:
             hasher: hashlib.blake2b | None = hashlib.blake2b(digest_size=16)
             size = 0
             blocks = iter_source(data)
-            while True:
-                try:
-                    block = next(blocks, None)
-                except Exception as exc:  # the caller's stream failed, not our storage
-                    raise _SourceError() from exc
-                if block is None:
-                    break
-                _write_all(fd, block)
-                size += len(block)
-                if hasher is not None:
-                    if size <= ETAG_HASH_MAX:
-                        hasher.update(block)
+            # streams (packs) go through O_DIRECT from pooled buffers: on this VM a buffered
+            # write + fsync runs ~4x slower; small bytes (refs, indexes) are written plainly
+            direct = None
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                direct = DirectFileWriter(fd, self._buffers(), self._writer())
+            try:
+                while True:
+                    try:
+                        block = next(blocks, None)
+                    except Exception as exc:  # the caller's stream failed, not our storage
+                        raise _SourceError() from exc
+                    if block is None:
+                        break
+                    if direct is not None:
+                        direct.write(block)
                     else:
-                        hasher = None
+                        _write_all(fd, block)
+                    size += len(block)
+                    if hasher is not None:
+                        if size <= ETAG_HASH_MAX:
+                            hasher.update(block)
+                        else:
+                            hasher = None
+            finally:
+                if direct is not None:
+                    direct.close()
             os.fsync(fd)
             etag = hasher.hexdigest() if hasher is not None else _meta_etag(os.fstat(fd))
         except BaseException:
