@@ -17,22 +17,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.gen import write_checkpoint
+from bench.gen import parse_size, write_checkpoint
 
 
 def ms(cwd: Path, *args: str) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "modelstore.cli.main", *args], cwd=cwd, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "modelstore.cli.main", *args],
+        cwd=cwd,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t
-
-
-def parse_size(text: str) -> int:
-    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-    for u, m in units.items():
-        if text.endswith(u):
-            return int(float(text[: -len(u)]) * m)
-    return int(text)
 
 
 def main() -> None:
@@ -58,8 +54,10 @@ def main() -> None:
         ms(repo, "switch", "main")
         startup = min(ms(repo, "--version") for _ in range(5))
         t = ms(repo, "merge", "exp")
-        print(f"merge of branches over 2 x {args.size} checkpoints: {t * 1000:.0f} ms "
-              f"(ms --version: {startup * 1000:.0f} ms)")
+        print(
+            f"merge of branches over 2 x {args.size} checkpoints: {t * 1000:.0f} ms "
+            f"(ms --version: {startup * 1000:.0f} ms)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

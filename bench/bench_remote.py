@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.gen import parse_size
 from bench.run import _precompile, _reset_peak_rss
 
 
@@ -35,14 +36,6 @@ def timed(cwd: Path, *args: str) -> tuple[float, int, str]:
     return wall, ru.ru_maxrss, out
 
 
-def parse_size(text: str) -> int:
-    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-    for u, m in units.items():
-        if text.endswith(u):
-            return int(float(text[: -len(u)]) * m)
-    return int(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="2GiB")
@@ -57,11 +50,27 @@ def main() -> None:
         # generate in child processes: numpy in this process would inflate children's peak RSS
         gen = [sys.executable, "-m", "bench.gen"]
         here = Path(__file__).resolve().parent.parent
-        subprocess.run([*gen, str(src), "--size", str(size), "--seed", "0"], check=True,
-                       cwd=here, stdout=subprocess.DEVNULL)
-        subprocess.run([*gen, str(work / "v2.safetensors"), "--size", str(size), "--seed", "0",
-                        "--change-fraction", "0.1"], check=True, cwd=here,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*gen, str(src), "--size", str(size), "--seed", "0"],
+            check=True,
+            cwd=here,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            [
+                *gen,
+                str(work / "v2.safetensors"),
+                "--size",
+                str(size),
+                "--seed",
+                "0",
+                "--change-fraction",
+                "0.1",
+            ],
+            check=True,
+            cwd=here,
+            stdout=subprocess.DEVNULL,
+        )
         subprocess.run(["sync"], check=True)
         cp, _, _ = timed(work, "sh", "-c", f"cp {src} {work / 'cpcopy'} && sync")
         os.unlink(work / "cpcopy")
@@ -82,20 +91,30 @@ def main() -> None:
         sent = json.loads(out2)["bytes"]
         p3, _, _ = timed(repo, *ms, "push", "-q")
         subprocess.run(["sync"], check=True)
-        cl, rss4, _ = timed(work, "sh", "-c",
-                            " ".join(ms) + f" clone -q {work / 'remote'} {work / 'c'} && sync")
+        cl, rss4, _ = timed(
+            work, "sh", "-c", " ".join(ms) + f" clone -q {work / 'remote'} {work / 'c'} && sync"
+        )
         mb = size / 1e6
         rows = [
             ("cp+sync (baseline)", f"{mb / cp:,.0f} MB/s", ""),
             ("push new checkpoint + sync", f"{mb / p1:,.0f} MB/s", f"{cp / p1:.2f}x cp+sync"),
-            ("push 10%-changed version: bytes sent", f"{100 * sent / size:.1f} % of file",
-             "target <= 12 %"),
+            (
+                "push 10%-changed version: bytes sent",
+                f"{100 * sent / size:.1f} % of file",
+                "target <= 12 %",
+            ),
             ("push 10%-changed version: wall", f"{p2:.2f} s", ""),
             ("no-op push", f"{p3 * 1000:.0f} ms", "target < 1 s"),
-            ("clone (both versions) + sync", f"{mb / cl:,.0f} MB/s of file",
-             f"{cp / cl:.2f}x cp+sync (target >= 0.8)"),
-            ("peak RSS push / push v2 / clone", f"{rss1 // 1024} / {rss2 // 1024} / "
-             f"{rss4 // 1024} MB", "target < 250 MB"),
+            (
+                "clone (both versions) + sync",
+                f"{mb / cl:,.0f} MB/s of file",
+                f"{cp / cl:.2f}x cp+sync (target >= 0.8)",
+            ),
+            (
+                "peak RSS push / push v2 / clone",
+                f"{rss1 // 1024} / {rss2 // 1024} / {rss4 // 1024} MB",
+                "target < 250 MB",
+            ),
         ]
         for name, value, note in rows:
             print(f"{name:40} {value:>18}  {note}")

@@ -203,6 +203,30 @@ def _apply(
     return index, entries, changed
 
 
+def _conflict_map(
+    conflicts: dict[str, tuple[Version | None, Version | None, Version | None]],
+) -> dict[str, tuple[Any, Any, Any]]:
+    return {
+        p: tuple(list(v) if v else None for v in sides)  # type: ignore[misc]
+        for p, sides in conflicts.items()
+    }
+
+
+def _stage(
+    repo: Repository,
+    index: dict[str, IndexEntry],
+    entries: dict[str, IndexEntry],
+    state: MergeState,
+) -> None:
+    """Write the merged index and the merge state in one transaction."""
+
+    def fn(txn: Txn) -> None:
+        repo._store_index(txn, index, entries)
+        txn.put("meta", MERGE_STATE_KEY, state.encode())
+
+    repo.db.write(fn)
+
+
 def merge(
     repo: Repository,
     other_rev: str,
@@ -242,30 +266,12 @@ def merge(
         msg = message or f"Merge {other_rev}" + (f" into {branch}" if branch else "")
         index, entries, changed = _apply(repo, merged, other)
         if conflicts:
-            state = MergeState(
-                "merge",
-                other,
-                msg,
-                {
-                    p: tuple(list(v) if v else None for v in sides)  # type: ignore[misc]
-                    for p, sides in conflicts.items()
-                },
-            )
-
-            def stop(txn: Txn) -> None:
-                repo._store_index(txn, index, entries)
-                txn.put("meta", MERGE_STATE_KEY, state.encode())
-
-            repo.db.write(stop)
+            _stage(repo, index, entries, MergeState("merge", other, msg, _conflict_map(conflicts)))
             return MergeResult(
                 "conflicts", None, other.hex(), [b.hex() for b in bases], changed, sorted(conflicts)
             )
 
-        def stage(txn: Txn) -> None:
-            repo._store_index(txn, index, entries)
-            txn.put("meta", MERGE_STATE_KEY, MergeState("merge", other, msg).encode())
-
-        repo.db.write(stage)
+        _stage(repo, index, entries, MergeState("merge", other, msg))
         cid = repo.commit(msg, allow_empty=True)  # the lock is re-entrant: no one slips in
     return MergeResult("merged", cid.hex(), other.hex(), [b.hex() for b in bases], changed)
 
@@ -362,21 +368,7 @@ def revert(repo: Repository, rev: str, *, message: str | None = None) -> MergeRe
         first = c.message.splitlines()[0] if c.message else ""
         msg = message or f'Revert "{first}"\n\nThis reverts commit {target.hex()}.'
         index, entries, changed = _apply(repo, merged, target)
-        kind_state = MergeState(
-            "revert",
-            target,
-            msg,
-            {
-                p: tuple(list(v) if v else None for v in sides)  # type: ignore[misc]
-                for p, sides in conflicts.items()
-            },
-        )
-
-        def stage(txn: Txn) -> None:
-            repo._store_index(txn, index, entries)
-            txn.put("meta", MERGE_STATE_KEY, kind_state.encode())
-
-        repo.db.write(stage)
+        _stage(repo, index, entries, MergeState("revert", target, msg, _conflict_map(conflicts)))
         if conflicts:
             return MergeResult("conflicts", None, target.hex(), [], changed, sorted(conflicts))
         try:
