@@ -561,8 +561,12 @@ def clone(
     branch: str | None = None,
     progress: ProgressFn | None = None,
     options: dict[str, Any] | None = None,
+    lazy: bool = False,
 ) -> Repository:
-    """Clone ``url`` into ``dest`` (default: the last part of the URL); return it open."""
+    """Clone ``url`` into ``dest`` (default: the last part of the URL); return it open.
+
+    ``lazy``: fetch metadata only; file contents are read from the remote on demand.
+    """
     if dest is None:
         dest = url.rstrip("/").rsplit("/", 1)[-1] or "repo"
-    return _sync.clone(url, dest, branch=branch, progress=progress, options=options)
+    return _sync.clone(url, dest, branch=branch, progress=progress, options=options, lazy=lazy)

@@ -243,6 +243,8 @@ class ChunkStore:
         self._fds: OrderedDict[bytes, int] = OrderedDict()
         self._fd_lock = threading.Lock()
         self._pid = os.getpid()
+        #: for a lazy clone: chunk id -> (stored bytes, location) fetched from the remote
+        self.fallback: Callable[[bytes], tuple[bytes, ChunkLoc] | None] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
     def _after_fork(self) -> None:
@@ -381,12 +383,23 @@ class ChunkStore:
         return raw
 
     def read_chunk(self, chunk_id: bytes) -> bytes:
-        """Read one chunk, verified."""
+        """Read one chunk, verified (from the lazy remote when it is not here)."""
         with self.db.read() as txn:
             loc = self.locate(txn, chunk_id)
         if loc is None:
-            raise ObjectNotFoundError(f"chunk {chunk_id.hex()[:16]} is not in the repository")
+            return self._missing(chunk_id)
         return self.decode_verified(chunk_id, loc, self.read_stored(loc))
+
+    def _missing(self, chunk_id: bytes) -> bytes:
+        """A chunk not stored here: fetched from the remote of a lazy clone, else an error."""
+        if self.fallback is not None:
+            got = self.fallback(chunk_id)
+            if got is not None:
+                stored, loc = got
+                return self.decode_verified(chunk_id, loc, stored)
+        raise ObjectNotFoundError(
+            f"chunk {chunk_id.hex()[:16]} is not in the repository (run `ms verify`)"
+        )
 
     def _read_batch(self, ids: list[bytes]) -> list[bytes]:
         with self.db.read() as txn:
@@ -394,9 +407,8 @@ class ChunkStore:
         out = []
         for cid, loc in zip(ids, locs, strict=True):
             if loc is None:
-                raise ObjectNotFoundError(
-                    f"chunk {cid.hex()[:16]} is not in the repository (run `ms verify`)"
-                )
+                out.append(self._missing(cid))
+                continue
             out.append(self.decode_verified(cid, loc, self.read_stored(loc)))
         return out
 

@@ -49,6 +49,7 @@ from modelstore.errors import (
 )
 from modelstore.fileio import DirectFileWriter, fsync_dir
 from modelstore.ids import ID_LEN, ChunkId, ObjectId
+from modelstore.lazy import LazyFetcher
 from modelstore.lock import RepoLock
 from modelstore.metadb import MetaDB, Txn, open_metadb, release_metadb
 from modelstore.objects import (
@@ -237,6 +238,13 @@ class Repository:
             self.ms_dir, self.db, self.config.chunker, self.config.pack_size, threads
         )
         self.lock = RepoLock(self.ms_dir / "lock")
+        self._lazy: LazyFetcher | None = None
+        for name, settings in self.config.remotes.items():
+            if settings.get("lazy"):
+                opts = {k: v for k, v in settings.items() if k not in ("url", "lazy")}
+                self._lazy = LazyFetcher(self.store, self.db, name, settings["url"], opts)
+                self.store.fallback = self._lazy
+                break
         self._dirty_dirs: set[Path] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -310,6 +318,8 @@ class Repository:
         if self._closed:
             return
         self._closed = True
+        if self._lazy is not None:
+            self._lazy.flush()
         self.store.close()
         release_metadb(self.db)
 
@@ -962,9 +972,7 @@ class Repository:
                 ordered = self._topo(txn, start, limit)
         yield from ordered
 
-    def _topo(
-        self, txn: Txn, start: ObjectId, limit: int | None
-    ) -> list[tuple[ObjectId, Commit]]:
+    def _topo(self, txn: Txn, start: ObjectId, limit: int | None) -> list[tuple[ObjectId, Commit]]:
         commits: dict[bytes, Commit] = {}
         children: dict[bytes, int] = {}
         stack = [start]

@@ -161,12 +161,12 @@ def load_tokens(path: Path | str) -> dict[str, TokenInfo]:
             raise BadArgumentError(f"{where}: unknown setting(s) {', '.join(unknown)}")
         user, scope, repos = spec.get("user"), spec.get("scope"), spec.get("repos", ["*"])
         if not isinstance(user, str) or not user:
-            raise BadArgumentError(f"{where}: {shown} needs a \"user\" name")
+            raise BadArgumentError(f'{where}: {shown} needs a "user" name')
         if scope not in ("read", "write"):
-            raise BadArgumentError(f"{where}: the scope of {user!r} must be \"read\" or \"write\"")
+            raise BadArgumentError(f'{where}: the scope of {user!r} must be "read" or "write"')
         if not isinstance(repos, list) or not repos or not all(isinstance(r, str) for r in repos):
             raise BadArgumentError(
-                f"{where}: the repos of {user!r} must be a list of names, or [\"*\"]"
+                f'{where}: the repos of {user!r} must be a list of names, or ["*"]'
             )
         for name in repos:
             if name != "*":
@@ -250,8 +250,7 @@ class _Server:
         if not who.allows(repo):
             raise _HttpError(
                 403,
-                f"permission denied: the token of {who.user!r} may not access repository "
-                f"{repo!r}",
+                f"permission denied: the token of {who.user!r} may not access repository {repo!r}",
                 "repo",
             )
         if write and who.scope != "write":
@@ -526,9 +525,9 @@ def _verify_pack_file(key: str, fd: int, id_hex: str, kind: str) -> None:
         )
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | Literal[
-    "unsatisfiable"
-] | None:
+def _parse_range(
+    header: str | None, size: int
+) -> tuple[int, int] | Literal["unsatisfiable"] | None:
     """``(start, end)`` (end exclusive) for a single ``bytes=`` range, clipped to ``size``.
 
     ``None`` when there is no usable Range header (the whole object is sent, as RFC 9110

@@ -52,7 +52,7 @@ from modelstore.objects import (
     decode_object,
 )
 from modelstore.pack import INDEX_ENTRY, PackWriter, pack_id_of, read_pack_trailer
-from modelstore.repository import Repository
+from modelstore.repository import IndexEntry, Repository
 
 __all__ = ["REMOTE_FORMAT", "SyncResult", "clone", "fetch", "push"]
 
@@ -482,8 +482,13 @@ def fetch(
     progress: ProgressFn | None = None,
     backend: Backend | None = None,
     options: dict[str, Any] | None = None,
+    lazy: bool = False,
 ) -> SyncResult:
-    """Get the remote's refs and everything they need that is missing locally."""
+    """Get the remote's refs and everything they need that is missing locally.
+
+    With ``lazy`` (a lazy clone) file contents stay on the remote: only commits, trees and
+    manifests come, and reads fetch the chunks they touch (``modelstore.lazy``).
+    """
     be = backend or open_backend(url, **(options or {}))
     _check_format(be, create=False)
     _learn(repo, remote, be)
@@ -528,7 +533,7 @@ def fetch(
                     f"chunk {cid.hex()[:16]} is not on {remote}: the remote is incomplete"
                 )
             where.setdefault(pid, []).append((cid, n))
-    if where:
+    if where and not lazy:
         _receive_chunks(repo, be, where, res, progress)
     # refs: remote-tracking branches and new tags
 
@@ -670,12 +675,22 @@ def clone(
     branch: str | None = None,
     progress: ProgressFn | None = None,
     options: dict[str, Any] | None = None,
+    lazy: bool = False,
 ) -> Repository:
-    """A new repository in ``dest`` with ``origin`` = ``url``, fetched and checked out."""
+    """A new repository in ``dest`` with ``origin`` = ``url``, fetched and checked out.
+
+    ``lazy``: fetch no file contents; the working tree is left empty (files are listed as
+    deleted until ``ms restore PATH`` or ``ms checkout HEAD PATH`` materializes them), and any
+    read fetches just the chunks it needs from ``origin``.
+    """
     repo = Repository.init(dest)
     try:
-        repo.set_remote("origin", url, **(options or {}))
-        res = fetch(repo, "origin", url, progress=progress, options=options)
+        extra = {"lazy": True} if lazy else {}
+        repo.set_remote("origin", url, **(options or {}), **extra)
+        if lazy:
+            repo.close()
+            repo = Repository.open(dest)  # reopened: reads now fall back to origin
+        res = fetch(repo, "origin", url, progress=progress, options=options, lazy=lazy)
         heads = {
             n.removeprefix("refs/heads/"): h
             for n, h in res.refs.items()
@@ -694,7 +709,18 @@ def clone(
 
             with repo._writing():
                 repo.db.write(set_branch)
-            repo.checkout(want, force=True)
+            if lazy:
+                files = repo.commit_files(oid)
+
+                def stage(txn: Txn) -> None:  # tracked, not yet materialized
+                    for p, e in files.items():
+                        ie = IndexEntry(e.id, e.size, e.mode, 0, 0, 0, 0)
+                        txn.put("index", p.encode(), ie.encode())
+
+                with repo._writing():
+                    repo.db.write(stage)
+            else:
+                repo.checkout(want, force=True)
         return repo
     except BaseException:
         repo.close()

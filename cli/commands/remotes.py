@@ -162,14 +162,23 @@ def pull(remote_name: str, branch: str | None, quiet: bool, as_json: bool) -> No
 @click.argument("url")
 @click.argument("directory", required=False)
 @click.option("-b", "--branch", help="Check out this branch (default: main).")
+@click.option(
+    "--lazy",
+    is_flag=True,
+    help="Fetch history only; file contents are read from the remote on demand.",
+)
 @quiet_opt
 @json_opt
-def clone(url: str, directory: str | None, branch: str | None, quiet: bool, as_json: bool) -> None:
+def clone(
+    url: str, directory: str | None, branch: str | None, lazy: bool, quiet: bool, as_json: bool
+) -> None:
     """Make a new repository from URL, fetch everything and check out a branch."""
     from modelstore import api
 
     with progress("clone", not (quiet or as_json)) as bar:
-        repo = api.clone(url, directory, branch=branch, progress=bar.update if bar else None)
+        repo = api.clone(
+            url, directory, branch=branch, lazy=lazy, progress=bar.update if bar else None
+        )
     try:
         if as_json:
             emit_json(

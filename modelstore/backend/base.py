@@ -208,8 +208,7 @@ def check_listed_key(key: str, where: str) -> str:
         return check_key(key)
     except BadArgumentError:
         raise StorageError(
-            f"unexpected object name {key!r} in {where} (not written by modelstore; "
-            "move it away)"
+            f"unexpected object name {key!r} in {where} (not written by modelstore; move it away)"
         ) from None
 
 

@@ -96,9 +96,7 @@ class Fault:
         return cls("get|get_stream", prefix, nth, times, short=True)
 
     @classmethod
-    def slow(
-        cls, method: str, seconds: float, *, nth: int = 1, times: int | None = None
-    ) -> Fault:
+    def slow(cls, method: str, seconds: float, *, nth: int = 1, times: int | None = None) -> Fault:
         """Sleep ``seconds`` before matching calls (all of them by default)."""
         return cls(method, "", nth, times, delay=seconds)
 

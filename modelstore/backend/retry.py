@@ -77,7 +77,11 @@ class RetryBackend:
                 delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
                 log.info(
                     "%s failed (%s); retry %d of %d in %.2fs",
-                    what, exc.message, attempt, tries - 1, delay,
+                    what,
+                    exc.message,
+                    attempt,
+                    tries - 1,
+                    delay,
                 )
                 self._sleep(delay)
                 if rewind is not None:

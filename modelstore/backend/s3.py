@@ -331,9 +331,7 @@ class S3Backend:
             )
         except BaseException:
             with contextlib.suppress(Exception):
-                self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=full, UploadId=upload_id
-                )
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
             raise
         return size, _strip(resp.get("ETag"))
 
@@ -472,8 +470,8 @@ def _make_client(endpoint_url: str | None) -> Any:
         from botocore.config import Config  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - boto3 is a dependency
         raise StorageError("S3 remotes need boto3: pip install boto3") from None
-    custom = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-        "AWS_ENDPOINT_URL"
+    custom = (
+        endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     )
     config = Config(
         retries={"mode": "standard", "max_attempts": 5},

@@ -160,3 +160,27 @@ def test_interrupted_push_resumes_without_resending_finished_packs(
     everything = sum(p.stat().st_size for p in (tmp / "remote" / "packs").rglob("*.pack"))
     assert 0 < total.bytes < everything
     b.close()
+
+
+def test_lazy_clone_reads_only_what_it_touches(pair: tuple[Repository, Path]) -> None:
+    a, tmp = pair
+    big = make_data(600_000, 11)
+    put(a, "big.bin", big)
+    a.commit("big")
+    api.push(a)
+    b = api.clone(str(tmp / "remote"), str(tmp / "lazy"), lazy=True)
+    assert b.store.stats().chunks == 0  # no file contents came with the clone
+    assert not (b.workdir / "big.bin").exists()
+    assert verify(b).ok  # chunks on the lazy remote count as present
+    assert b.status().deleted == ["big.bin", "cfg/params.txt", "model.bin"]
+    with b.open_file("big.bin") as f:  # one range: a handful of chunks, verified
+        f.seek(300_000)
+        assert f.read(5000) == big[300_000:305_000]
+    b.close()  # flushes the cache of fetched chunks into a local pack
+    b = Repository.open(tmp / "lazy")
+    cached = b.store.stats().chunks
+    assert 0 < cached < 20
+    b.restore([str(b.workdir / "big.bin")])  # materializes one file, fetching what it lacks
+    assert (b.workdir / "big.bin").read_bytes() == big
+    assert "big.bin" not in b.status().deleted
+    b.close()
