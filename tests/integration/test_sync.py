@@ -152,8 +152,9 @@ def test_interrupted_push_resumes_without_resending_finished_packs(
         sync.push(a, "origin", str(tmp / "remote"), ["refs/heads/main"], backend=broken)
     # nothing points at the partial upload: the remote has no ref yet
     assert not list(inner.list("refs/"))
-    total = sync.push(a, "origin", str(tmp / "remote"), ["refs/heads/main"],
-                      backend=FaultyBackend(inner, []))
+    total = sync.push(
+        a, "origin", str(tmp / "remote"), ["refs/heads/main"], backend=FaultyBackend(inner, [])
+    )
     b = api.clone(str(tmp / "remote"), str(tmp / "b"))
     assert (b.workdir / "big.bin").read_bytes() == make_data(600_000, 5)
     # the resumed push re-sent less than everything: packs finished before the fault stayed
@@ -183,4 +184,60 @@ def test_lazy_clone_reads_only_what_it_touches(pair: tuple[Repository, Path]) ->
     b.restore([str(b.workdir / "big.bin")])  # materializes one file, fetching what it lacks
     assert (b.workdir / "big.bin").read_bytes() == big
     assert "big.bin" not in b.status().deleted
+    b.close()
+
+
+@pytest.mark.faults
+def test_push_killed_mid_transfer_then_rerun(tmp_path: Path) -> None:
+    """SIGKILL a real `ms push` while packs are uploading; the re-run finishes the job."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    a = Repository.init(tmp_path / "a", chunker=SMALL, pack_size=64 << 10)
+    a.set_remote("origin", str(tmp_path / "remote"))
+    data = make_data(3_000_000, 12)
+    put(a, "big.bin", data)
+    a.commit("big")
+    a.close()
+    # slow every pack upload down a little so the kill lands in the middle of the transfer
+    script = (
+        "import sys, time\n"
+        "from modelstore.backend import local\n"
+        "orig = local.LocalBackend.put\n"
+        "def slow(self, key, data, **kw):\n"
+        "    if key.endswith('.pack'):\n"
+        "        time.sleep(0.05)\n"
+        "    return orig(self, key, data, **kw)\n"
+        "local.LocalBackend.put = slow\n"
+        "from modelstore.cli.main import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, "-C", str(tmp_path / "a"), "push", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    packs_dir = tmp_path / "remote" / "packs"
+    while time.monotonic() < deadline:
+        if packs_dir.exists() and len(list(packs_dir.rglob("*.idx"))) >= 3:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    sent_before = len(list(packs_dir.rglob("*.idx")))
+    assert sent_before >= 3
+    assert not list((tmp_path / "remote").glob("refs/*"))  # no ref points at a partial push
+    a = Repository.open(tmp_path / "a")
+    res = api.push(a)
+    assert res.refs and res.packs > 0
+    total = len(list(packs_dir.rglob("*.idx")))
+    assert total - sent_before == res.packs  # finished packs were not sent again
+    b = api.clone(str(tmp_path / "remote"), str(tmp_path / "b"))
+    assert (b.workdir / "big.bin").read_bytes() == data
+    assert verify(b, read_data=True).ok
+    a.close()
     b.close()
