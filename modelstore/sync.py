@@ -19,6 +19,7 @@ verified against its id before it is stored.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -354,6 +355,25 @@ def _check_move(
         )
 
 
+_RES_LOCK = threading.Lock()
+#: transfers in flight at once (``MS_TRANSFERS`` overrides): latency hides behind each other
+DEFAULT_TRANSFERS = 4
+
+
+def _in_parallel(fn: Callable[[Any], None], items: list[Any]) -> None:
+    """Run ``fn`` over ``items`` on up to ``transfers`` threads; re-raise the first error."""
+    n = int(os.environ.get("MS_TRANSFERS", DEFAULT_TRANSFERS))
+    if n <= 1 or len(items) <= 1:
+        for it in items:
+            fn(it)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(n, len(items)), thread_name_prefix="ms-transfer") as ex:
+        for f in [ex.submit(fn, it) for it in items]:
+            f.result()
+
+
 #: a local pack is sent whole when at least this share of its chunk bytes is wanted
 WHOLE_PACK_SHARE = 0.5
 
@@ -385,9 +405,14 @@ def _send_whole_packs(
     res: SyncResult,
     progress: ProgressFn | None,
 ) -> list[tuple[bytes, bytes]]:
-    """Upload local packs as they are; the receiver verifies every chunk it takes from them."""
+    """Upload local packs as they are, several at once (``MS_TRANSFERS``).
+
+    The receiver verifies every chunk it takes from them.
+    """
     sent: list[tuple[bytes, bytes]] = []
-    for pid in pids:
+    lock = threading.Lock()
+
+    def one(pid: bytes) -> None:
         path = repo.store.pack_path(pid)
         size = os.path.getsize(path)
         fd = os.open(path, os.O_RDONLY)
@@ -400,13 +425,16 @@ def _send_whole_packs(
         key = f"packs/{pid.hex()[:2]}/{pid.hex()}"
         with open(path, "rb") as f:
             be.put(f"{key}.pack", f)
-        be.put(f"{key}.idx", idx)
-        sent.append((pid, idx))
-        res.packs += 1
-        res.chunks += len(entries)
-        res.bytes += size
-        if progress is not None:
-            progress(sum(e.raw_len for e in entries))
+        be.put(f"{key}.idx", idx)  # the index only once its pack is complete
+        with lock:
+            sent.append((pid, idx))
+            res.packs += 1
+            res.chunks += len(entries)
+            res.bytes += size
+            if progress is not None:
+                progress(sum(e.raw_len for e in entries))
+
+    _in_parallel(one, pids)
     return sent
 
 
@@ -561,6 +589,7 @@ def _receive_chunks(
     progress: ProgressFn | None,
 ) -> None:
     sink = repo.store.sink()
+    whole: list[tuple[str, bytes, bytes]] = []
     try:
         for pid, wanted in where.items():
             key = f"packs/{pid.hex()[:2]}/{pid.hex()}"
@@ -573,7 +602,7 @@ def _receive_chunks(
                 entries[cid] = (off, stored, raw_len, codec_)
             total = sum(e[1] for e in entries.values())
             if sum(entries[c][1] for c, _ in wanted if c in entries) >= WHOLE_PACK_SHARE * total:
-                _install_whole_pack(repo, be, key, pid, idx, res, progress)
+                whole.append((key, pid, idx))
                 continue
             for cid, n in sorted(wanted, key=lambda x: entries[x[0]][0]):
                 off, stored_len, raw_len, codec_ = entries[cid]
@@ -591,6 +620,9 @@ def _receive_chunks(
                 res.bytes += stored_len
                 if progress is not None:
                     progress(raw_len)
+        _in_parallel(
+            lambda j: _install_whole_pack(repo, be, j[0], j[1], j[2], res, progress), whole
+        )
         sink.close()
     except BaseException:
         sink.abort()
@@ -663,9 +695,10 @@ def _install_whole_pack(
             txn.put("chunks", e.chunk_id, loc, overwrite=False)
 
     repo.db.write(index)
-    res.packs += 1
-    res.chunks += len(entries)
-    res.bytes += size
+    with _RES_LOCK:  # installs run on several transfer threads
+        res.packs += 1
+        res.chunks += len(entries)
+        res.bytes += size
 
 
 def clone(
