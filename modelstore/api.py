@@ -507,6 +507,7 @@ def push(
     all_branches: bool = False,
     tags: bool = False,
     force: bool = False,
+    force_with_lease: bool = False,
     progress: ProgressFn | None = None,
 ) -> SyncResult:
     """Send branches (default: the current one) and what they need to ``remote``."""
@@ -518,6 +519,7 @@ def push(
             url,
             _push_refs(r, refs, all_branches, tags),
             force=force,
+            force_with_lease=force_with_lease,
             progress=progress,
             options=_options(r, remote),
         )

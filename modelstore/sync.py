@@ -259,11 +259,17 @@ def push(
     ref_names: list[str],
     *,
     force: bool = False,
+    force_with_lease: bool = False,
     progress: ProgressFn | None = None,
     backend: Backend | None = None,
     options: dict[str, Any] | None = None,
 ) -> SyncResult:
-    """Send ``ref_names`` (full ref names) and everything they need that the remote lacks."""
+    """Send ``ref_names`` (full ref names) and everything they need that the remote lacks.
+
+    ``force`` overwrites remote branches that do not fast-forward; ``force_with_lease`` does
+    so only while each still holds what we last fetched (``refs/remotes/REMOTE/BRANCH``), so
+    a push someone made since is never overwritten blindly.
+    """
     be = backend or open_backend(url, **(options or {}))
     _check_format(be, create=True)
     _learn(repo, remote, be)
@@ -296,7 +302,7 @@ def push(
         for name, new in tips.items():
             old, _ = _remote_ref(be, name)
             if old != new:
-                _check_move(repo, txn, remote, name, old, new, force)
+                _check_move(repo, txn, remote, name, old, new, force, force_with_lease)
     # 1. packs, then their indexes: whole local packs when most of a pack is wanted (streamed
     # from disk as they are), the remaining chunks re-packed
     whole, rest = _split_by_pack(repo, locs)
@@ -315,7 +321,7 @@ def push(
             old, etag = _remote_ref(be, name)
             if old == new:
                 continue
-            _check_move(repo, txn, remote, name, old, new, force)
+            _check_move(repo, txn, remote, name, old, new, force, force_with_lease)
             be.put(_ref_key(name), (new.hex() + "\n").encode(), overwrite=True, if_match=etag or "")
             res.refs[name] = new.hex()
 
@@ -342,9 +348,19 @@ def _check_move(
     old: bytes | None,
     new: bytes,
     force: bool,
+    lease: bool = False,
 ) -> None:
     """Refuse a push that would lose remote commits (or move a tag) unless forced."""
     if old is None or force:
+        return
+    if lease and name.startswith("refs/heads/"):
+        tracking = f"refs/remotes/{remote}/{name.removeprefix('refs/heads/')}"
+        _, expected = refs.read_ref(txn, tracking)
+        if old != expected:
+            raise RefConflictError(
+                f"{name} on {remote} changed since you last fetched it (lease broken); "
+                "fetch and look before forcing"
+            )
         return
     if name.startswith("refs/tags/"):
         raise RefConflictError(f"tag {name} already exists on {remote} (tags are immutable)")

@@ -89,6 +89,11 @@ def _summary(verb: str, res: object) -> str:
 @click.option("--all", "all_branches", is_flag=True, help="Push every branch.")
 @click.option("--tags", is_flag=True, help="Push tags too.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the remote branch (not fast-forward).")
+@click.option(
+    "--force-with-lease",
+    is_flag=True,
+    help="Overwrite only if the remote branch is still where we last fetched it.",
+)
 @quiet_opt
 @json_opt
 def push(
@@ -97,6 +102,7 @@ def push(
     all_branches: bool,
     tags: bool,
     force: bool,
+    force_with_lease: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -111,6 +117,7 @@ def push(
             all_branches=all_branches,
             tags=tags,
             force=force,
+            force_with_lease=force_with_lease,
             progress=bar.update if bar else None,
         )
     if as_json:

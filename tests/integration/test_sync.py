@@ -241,3 +241,20 @@ def test_push_killed_mid_transfer_then_rerun(tmp_path: Path) -> None:
     assert verify(b, read_data=True).ok
     a.close()
     b.close()
+
+
+def test_force_with_lease(pair: tuple[Repository, Path]) -> None:
+    a, tmp = pair
+    api.push(a)
+    b = api.clone(str(tmp / "remote"), str(tmp / "b"))
+    put(b, "b.txt", b"b")
+    b.commit("b")
+    api.push(b)  # a's lease (origin/main) is now stale
+    put(a, "a.txt", b"a")
+    a.commit("a")
+    with pytest.raises(RefConflictError, match="lease"):
+        api.push(a, force_with_lease=True)
+    api.fetch(a)  # look at what changed, then take the lease again
+    api.push(a, force_with_lease=True)
+    assert api.fetch(b).refs["refs/heads/main"] == a.resolve("main").hex()
+    b.close()
