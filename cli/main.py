@@ -15,7 +15,7 @@ import click
 from modelstore import __version__
 from modelstore.errors import MsError
 
-from .commands import branching, diff, history, remotes, serve, work
+from .commands import branching, diff, history, registry, remotes, serve, work
 
 __all__ = ["cli", "main"]
 
@@ -47,7 +47,7 @@ def cli(ctx: click.Context, chdir: str | None) -> None:
             raise click.UsageError(f"cannot change to {chdir}: {exc.strerror}") from None
 
 
-for module in (work, history, branching, diff, remotes, serve):
+for module in (work, history, branching, diff, remotes, serve, registry):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO
 
+from modelstore import aliases as _aliases
 from modelstore import branches as _br
 from modelstore import diff as _diff
 from modelstore import merge as _merge
 from modelstore import sync as _sync
+from modelstore.aliases import AliasInfo
 from modelstore.branches import BranchInfo, TagInfo
 from modelstore.chunker import ChunkerParams
 from modelstore.diff import DiffResult
@@ -48,6 +50,10 @@ __all__ = [
     "show",
     "stats",
     "status",
+    "alias_history",
+    "alias_list",
+    "alias_set",
+    "alias_show",
     "branch_create",
     "branch_delete",
     "branch_rename",
@@ -67,6 +73,7 @@ __all__ = [
     "reflog",
     "reset",
     "revert",
+    "rollback",
     "switch",
     "tag_create",
     "tag_delete",
@@ -572,3 +579,36 @@ def clone(
     if dest is None:
         dest = url.rstrip("/").rsplit("/", 1)[-1] or "repo"
     return _sync.clone(url, dest, branch=branch, progress=progress, options=options, lazy=lazy)
+
+
+# -- registry: aliases and rollback ---------------------------------------------------------
+
+
+def alias_set(repo: RepoLike, name: str, rev: str, message: str = "") -> AliasInfo:
+    """Point alias ``name`` (e.g. ``production``) at ``rev``, recording why."""
+    with open_repo(repo) as r:
+        return _aliases.set_alias(r, name, rev, message)
+
+
+def alias_show(repo: RepoLike, name: str) -> AliasInfo:
+    """Where an alias points and its last move."""
+    with open_repo(repo) as r:
+        return _aliases.get_alias(r, name)
+
+
+def alias_list(repo: RepoLike) -> list[AliasInfo]:
+    """Every alias."""
+    with open_repo(repo) as r:
+        return _aliases.list_aliases(r)
+
+
+def alias_history(repo: RepoLike, name: str) -> list[dict[str, Any]]:
+    """Every move of an alias, newest first (the audit trail)."""
+    with open_repo(repo) as r:
+        return _aliases.alias_history(r, name)
+
+
+def rollback(repo: RepoLike, name: str, to: str | None = None, message: str = "") -> AliasInfo:
+    """Move an alias back to its previous target (or to ``to``)."""
+    with open_repo(repo) as r:
+        return _aliases.rollback(r, name, to, message)

@@ -528,6 +528,8 @@ class Repository:
             return refs.HEAD
         if name.startswith("refs/"):
             return name
+        if name.startswith("@"):
+            return f"refs/aliases/{name[1:]}"
         for full in (
             f"refs/heads/{name}",
             f"refs/tags/{name}",
@@ -554,6 +556,11 @@ class Repository:
         return c.parents[n - 1]
 
     def _resolve_base(self, txn: Txn, base: str, rev: str) -> ObjectId:
+        if base.startswith("@") and len(base) > 1:  # @production: a registry alias
+            _, oid = refs.resolve_ref(txn, f"refs/aliases/{base[1:]}")
+            if oid is None:
+                raise RefNotFoundError(f"unknown alias {base!r} (see `ms alias list`)")
+            return self._peel(txn, oid)
         if base in ("HEAD", "@"):
             _, oid = refs.resolve_ref(txn, refs.HEAD)
             if oid is None:
