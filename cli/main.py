@@ -89,6 +89,15 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
         )
         code = 16 if exc.errno == errno.ENOSPC else 15
+    except Exception as exc:  # a bug: one line, not a traceback (MS_DEBUG=1 shows it)
+        if debug:
+            raise
+        click.echo(
+            f"ms: internal error: {type(exc).__name__}: {exc} "
+            "(please report it; MS_DEBUG=1 shows the traceback)",
+            err=True,
+        )
+        code = 70
     if argv is None:
         sys.exit(code)
     return code

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 from modelstore import aliases as _aliases
 from modelstore import branches as _br
 from modelstore import diff as _diff
+from modelstore import lineage as _lineage
 from modelstore import merge as _merge
 from modelstore import sync as _sync
 from modelstore.aliases import AliasInfo
@@ -213,11 +214,30 @@ def status_json(st: Status) -> dict[str, Any]:
 
 
 def commit(
-    repo: RepoLike, message: str, *, author: str | None = None, allow_empty: bool = False
+    repo: RepoLike,
+    message: str,
+    *,
+    author: str | None = None,
+    allow_empty: bool = False,
+    metrics: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    inputs: list[str] | None = None,
+    capture: bool = True,
 ) -> CommitInfo:
-    """Commit the staging index; return the new commit."""
+    """Commit the staging index with its provenance; return the new commit.
+
+    ``metrics`` and ``params`` keep their types; ``inputs`` name what the model was trained
+    on (``PATH``, ``REV:PATH`` or a URL); ``capture`` records git, Python, packages, command
+    line, user and host. All of it is hashed into the commit id.
+    """
     with open_repo(repo) as r:
-        oid = r.commit(message, author=author, allow_empty=allow_empty)
+        extra = _lineage.provenance(
+            metrics=metrics,
+            params=params,
+            inputs=inputs,
+            environment=_lineage.capture(r.workdir) if capture else None,
+        )
+        oid = r.commit(message, author=author, allow_empty=allow_empty, extra=extra)
         return CommitInfo.of(oid, r.get_commit(oid))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -19,14 +20,26 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON for 
 @click.option("--graph", is_flag=True, help="Draw the history's branches and merges.")
 @click.option("--first-parent", is_flag=True, help="Follow only the first parent of merges.")
 @click.option("-n", "--max-count", "limit", type=click.IntRange(min=0), help="Show at most N.")
+@click.option("--metrics", "metric_names", metavar="A,B", help="A table of these metrics.")
+@click.option("--params", "param_names", metavar="A,B", help="...and of these params.")
 @json_opt
 def log(
-    rev: str, oneline: bool, graph: bool, first_parent: bool, limit: int | None, as_json: bool
+    rev: str,
+    oneline: bool,
+    graph: bool,
+    first_parent: bool,
+    limit: int | None,
+    metric_names: str | None,
+    param_names: str | None,
+    as_json: bool,
 ) -> None:
     """Show the commit history from REV (default HEAD), newest first."""
     from modelstore import api
 
     commits = api.log(".", rev, limit, first_parent=first_parent)
+    if metric_names or param_names:
+        _metrics_table(commits, metric_names, param_names, as_json)
+        return
     if as_json:
         emit_json([c.to_json() for c in commits])
         return
@@ -56,6 +69,30 @@ def log(
         for line in c.message.splitlines():
             say(f"    {line}")
         say("")
+
+
+def _metrics_table(
+    commits: list[Any], metric_names: str | None, param_names: str | None, as_json: bool
+) -> None:
+    cols = [("metrics", n) for n in (metric_names or "").split(",") if n] + [
+        ("params", n) for n in (param_names or "").split(",") if n
+    ]
+    rows = [
+        {
+            "id": c.id,
+            "message": c.message.splitlines()[0] if c.message else "",
+            **{n: c.extra.get(kind, {}).get(n) for kind, n in cols},
+        }
+        for c in commits
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    names = [n for _, n in cols]
+    say(f"{'commit':12}  " + "  ".join(f"{n:>10}" for n in names) + "  message")
+    for r in rows:
+        vals = "  ".join(f"{'-' if r[n] is None else r[n]!s:>10}" for n in names)
+        say(f"{r['id'][:12]}  {vals}  {r['message']}")
 
 
 class GraphLanes:
@@ -110,6 +147,27 @@ def show(rev: str, as_json: bool) -> None:
     for line in info.message.splitlines():
         say(f"    {line}")
     say("")
+    for kind in ("metrics", "params"):
+        values = info.extra.get(kind)
+        if values:
+            say(f"{kind}: " + ", ".join(f"{k}={v}" for k, v in sorted(values.items())))
+    if info.extra.get("inputs"):
+        say("inputs: " + ", ".join(info.extra["inputs"]))
+    env = info.extra.get("environment")
+    if env:
+        git = env.get("git") or {}
+        code = (
+            f"git {git.get('commit', '')[:12]} ({git.get('branch')}"
+            f"{', dirty' if git.get('dirty') else ''})"
+            if git
+            else "no git"
+        )
+        say(
+            f"environment: {code}; python {env.get('python')}; "
+            f"{len(env.get('packages', {}))} packages; by {env.get('user')} on {env.get('host')}"
+        )
+    if any(info.extra.get(k) for k in ("metrics", "params", "inputs", "environment")):
+        say("")
     total = 0
     for f in files:
         total += f.size

@@ -114,12 +114,69 @@ def status(short: bool, as_json: bool) -> None:
 @click.option("-m", "--message", required=True, help="The commit message.")
 @click.option("--author", help="Override the author (default: $MS_AUTHOR or user@host).")
 @click.option("--allow-empty", is_flag=True, help="Commit even if nothing changed.")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A metric (repeatable); numbers and booleans keep their type.",
+)
+@click.option(
+    "--metrics-file", type=click.Path(dir_okay=False), help="Metrics from a JSON or YAML map."
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A training parameter (repeatable).",
+)
+@click.option(
+    "--params-file", type=click.Path(dir_okay=False), help="Params from a JSON or YAML map."
+)
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="PATH|REV:PATH|URL",
+    help="What this was trained on (repeatable).",
+)
+@click.option(
+    "--no-capture",
+    is_flag=True,
+    help="Do not record git, Python, packages, command line, user and host.",
+)
 @json_opt
-def commit(message: str, author: str | None, allow_empty: bool, as_json: bool) -> None:
-    """Record the staged files as a new commit; prints its id."""
+def commit(
+    message: str,
+    author: str | None,
+    allow_empty: bool,
+    metrics: tuple[str, ...],
+    metrics_file: str | None,
+    params: tuple[str, ...],
+    params_file: str | None,
+    inputs: tuple[str, ...],
+    no_capture: bool,
+    as_json: bool,
+) -> None:
+    """Record the staged files as a new commit, with its provenance; prints its id."""
     from modelstore import api
+    from modelstore.lineage import load_values_file, parse_assignment
 
-    info = api.commit(".", message, author=author, allow_empty=allow_empty)
+    m = load_values_file(metrics_file) if metrics_file else {}
+    m.update(parse_assignment(x) for x in metrics)
+    p = load_values_file(params_file) if params_file else {}
+    p.update(parse_assignment(x) for x in params)
+    info = api.commit(
+        ".",
+        message,
+        author=author,
+        allow_empty=allow_empty,
+        metrics=m or None,
+        params=p or None,
+        inputs=list(inputs) or None,
+        capture=not no_capture,
+    )
     if as_json:
         emit_json(info.to_json())
     else:
