@@ -61,6 +61,7 @@ __all__ = [
     "branches",
     "clone",
     "diff",
+    "export",
     "fetch",
     "pull",
     "push",
@@ -632,3 +633,21 @@ def rollback(repo: RepoLike, name: str, to: str | None = None, message: str = ""
     """Move an alias back to its previous target (or to ``to``)."""
     with open_repo(repo) as r:
         return _aliases.rollback(r, name, to, message)
+
+
+def export(repo: RepoLike, rev: str, dest: str) -> dict[str, Any]:
+    """Materialize ``rev`` into ``dest`` with a ``modelstore.json`` proving what it is."""
+    import json
+    from pathlib import Path
+
+    with open_repo(repo) as r:
+        cid = r.resolve(rev)
+        if "modelstore.json" in r.commit_files(cid):
+            raise BadArgumentError(
+                f"{rev} has its own modelstore.json; export it with checkout --to"
+            )
+        res = r.checkout(cid.hex(), to=dest)
+        record = _lineage.export_record(r, cid)
+        out = Path(dest) / "modelstore.json"
+        out.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        return {"commit": cid.hex(), "written": res["written"], "record": str(out)}

@@ -23,7 +23,7 @@ from typing import Any
 from modelstore.errors import BadArgumentError
 from modelstore.reflog import user_name
 
-__all__ = ["capture", "load_values_file", "parse_assignment", "provenance"]
+__all__ = ["capture", "export_record", "load_values_file", "parse_assignment", "provenance"]
 
 
 def parse_value(text: str) -> Any:
@@ -141,3 +141,33 @@ def provenance(
     if environment:
         extra["environment"] = environment
     return extra
+
+
+def export_record(repo: Any, commit_id: bytes) -> dict[str, Any]:
+    """The ``modelstore.json`` that ``ms export`` writes beside the files.
+
+    The commit, its provenance and every file's plain BLAKE3 (as ``b3sum`` prints it), so a
+    deployment can prove what it runs.
+    """
+    c = repo.get_commit(commit_id)
+    files = repo.commit_files(commit_id)
+    return {
+        "modelstore_export": 1,
+        "commit": commit_id.hex(),
+        "tree": c.tree_id.hex(),
+        "message": c.message,
+        "author": c.author,
+        "time": c.time,
+        "metrics": c.extra.get("metrics", {}),
+        "params": c.extra.get("params", {}),
+        "inputs": c.extra.get("inputs", []),
+        "environment": c.extra.get("environment", {}),
+        "files": {
+            p: {
+                "blake3": repo.get_manifest(e.id).content_hash.hex(),
+                "size": e.size,
+                "mode": f"{e.mode:o}",
+            }
+            for p, e in sorted(files.items())
+        },
+    }

@@ -100,4 +100,19 @@ def rollback(name: str, to: str | None, message: str, as_json: bool) -> None:
         say(f"@{info.name} rolled back to {info.commit[:12]}")
 
 
-COMMANDS = [alias, rollback]
+@click.command(name="export")
+@click.argument("rev")
+@click.argument("directory", type=click.Path(file_okay=False))
+@json_opt
+def export_cmd(rev: str, directory: str, as_json: bool) -> None:
+    """Write REV's files into DIRECTORY with a modelstore.json (commit, provenance, BLAKE3s)."""
+    from modelstore import api
+
+    res = api.export(".", rev, directory)
+    if as_json:
+        emit_json(res)
+    else:
+        say(f"exported {res['commit'][:12]}: {res['written']} file(s) and {res['record']}")
+
+
+COMMANDS = [alias, rollback, export_cmd]

@@ -109,3 +109,17 @@ def test_cli_commit_metrics_and_log_table(tmp_path: Path) -> None:
     assert [(r["acc"], r["lr"]) for r in rows] == [(0.93, 0.0001), (0.9, 0.0003)]
     assert "acc=0.93" in ms("show")
     ms("commit", "-m", "x", "--metric", "oops", code=2)
+
+
+def test_export_writes_files_and_a_verifiable_record(repo: Repository, tmp_path: Path) -> None:
+    from blake3 import blake3
+
+    staged(repo, b"weights-v1")
+    info = api.commit(repo, "v1", metrics={"acc": 0.9}, params={"lr": 0.1}, capture=False)
+    out = tmp_path / "deploy"
+    res = api.export(repo, "HEAD", str(out))
+    assert res["commit"] == info.id
+    rec = json.loads((out / "modelstore.json").read_text())
+    assert rec["commit"] == info.id and rec["metrics"] == {"acc": 0.9}
+    assert rec["files"]["model.bin"]["blake3"] == blake3(b"weights-v1").hexdigest()
+    assert (out / "model.bin").read_bytes() == b"weights-v1"
