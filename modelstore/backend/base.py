@@ -11,11 +11,11 @@ The semantics every implementation must provide are spelled out in the ``Backend
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from modelstore.errors import BadArgumentError, StorageError
+from modelstore.errors import BadArgumentError, ObjectNotFoundError, StorageError
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -28,8 +28,10 @@ __all__ = [
     "check_listed_key",
     "check_prefix",
     "check_range",
+    "empty_read",
     "iter_source",
     "read_full",
+    "short_read_error",
 ]
 
 #: longest key a backend accepts (S3 allows 1024 bytes; we keep room for a bucket prefix)
@@ -220,6 +222,30 @@ def check_range(offset: int, length: int | None) -> None:
     """
     if offset < 0 or (length is not None and length < 0):
         raise BadArgumentError(f"invalid byte range: offset={offset}, length={length}")
+
+
+def short_read_error(where: str, offset: int, length: int | None, size: int | None) -> StorageError:
+    """The error for a ranged read that asks past the end of an object."""
+    end = "end" if length is None else offset + length
+    return StorageError(
+        f"short read of {where}: bytes {offset}..{end} asked, object has "
+        f"{'?' if size is None else size}"
+    )
+
+
+def empty_read(
+    stat: Callable[[str], ObjectInfo | None], key: str, offset: int, where: str
+) -> bytes:
+    """``get(key, offset=offset, length=0)``: nothing is read, but checked as any read.
+
+    The object must exist and ``offset`` must lie inside it.
+    """
+    have = stat(key)
+    if have is None:
+        raise ObjectNotFoundError(f"object not found: {where}")
+    if offset > have.size:
+        raise short_read_error(where, offset, 0, have.size)
+    return b""
 
 
 def read_full(src: Readable, n: int) -> bytes | bytearray:

@@ -39,7 +39,9 @@ from modelstore.backend.base import (
     check_listed_key,
     check_prefix,
     check_range,
+    empty_read,
     iter_source,
+    short_read_error,
 )
 from modelstore.errors import (
     BadArgumentError,
@@ -203,11 +205,7 @@ class HttpBackend:
         return StorageError(f"{doing} {self._where(key)} failed: HTTP {status}: {message}")
 
     def _short(self, key: str, offset: int, length: int | None, size: int | None) -> StorageError:
-        end = "end" if length is None else offset + length
-        return StorageError(
-            f"short read of {self._where(key)}: bytes {offset}..{end} asked, object has "
-            f"{'?' if size is None else size}"
-        )
+        return short_read_error(self._where(key), offset, length, size)
 
     # -- the Backend protocol ----------------------------------------------------------------
 
@@ -286,12 +284,7 @@ class HttpBackend:
         check_key(key)
         check_range(offset, length)
         if length == 0:
-            have = self.stat(key)
-            if have is None:
-                raise ObjectNotFoundError(f"object not found: {self._where(key)}")
-            if offset > have.size:
-                raise self._short(key, offset, length, have.size)
-            return b""
+            return empty_read(self.stat, key, offset, self._where(key))
         headers: dict[str, str] = {}
         if length is not None:
             headers["range"] = f"bytes={offset}-{offset + length - 1}"

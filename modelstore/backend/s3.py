@@ -44,7 +44,9 @@ from modelstore.backend.base import (
     check_listed_key,
     check_prefix,
     check_range,
+    empty_read,
     read_full,
+    short_read_error,
 )
 from modelstore.errors import (
     BadArgumentError,
@@ -342,12 +344,7 @@ class S3Backend:
         check_key(key)
         check_range(offset, length)
         if length == 0:
-            have = self.stat(key)
-            if have is None:
-                raise ObjectNotFoundError(f"object not found: {self._url(key)}")
-            if offset > have.size:
-                raise self._short(key, offset, length, have.size)
-            return b""
+            return empty_read(self.stat, key, offset, self._url(key))
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._base + key}
         if length is not None:
             kwargs["Range"] = f"bytes={offset}-{offset + length - 1}"
@@ -374,10 +371,7 @@ class S3Backend:
         return data
 
     def _short(self, key: str, offset: int, length: int | None, size: int | None) -> StorageError:
-        end = "end" if length is None else offset + length
-        return StorageError(
-            f"short read of {self._url(key)}: bytes {offset}..{end} asked, object has {size}"
-        )
+        return short_read_error(self._url(key), offset, length, size)
 
     def get_stream(self, key: str) -> Iterator[bytes]:
         """Read ``key`` in blocks (see ``Backend.get_stream``)."""
