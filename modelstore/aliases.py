@@ -8,7 +8,7 @@ the reflog with who and why, so ``history`` is the audit trail of what was deplo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from modelstore import reflog, refs
@@ -34,13 +34,7 @@ class AliasInfo:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {
-            "name": self.name,
-            "commit": self.commit,
-            "user": self.user,
-            "time_ns": self.time_ns,
-            "message": self.message,
-        }
+        return asdict(self)
 
 
 def _ref(name: str) -> str:
@@ -100,18 +94,7 @@ def alias_history(repo: Repository, name: str) -> list[dict[str, Any]]:
         log = reflog.entries(txn, ref)
     if not log:
         raise RefNotFoundError(f"no alias named {name.removeprefix('@')!r}")
-    return [
-        {
-            "index": i,
-            "old": e.old.hex() if e.old else None,
-            "new": e.new.hex() if e.new else None,
-            "time_ns": e.time_ns,
-            "user": e.user,
-            "command": e.command,
-            "message": e.message,
-        }
-        for i, e in enumerate(reversed(log))
-    ]
+    return reflog.newest_first(ref, log)
 
 
 def rollback(repo: Repository, name: str, to: str | None = None, message: str = "") -> AliasInfo:

@@ -7,7 +7,7 @@ inside one write transaction, under the writer lock.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from modelstore import reflog, refs
@@ -44,7 +44,7 @@ class BranchInfo:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"name": self.name, "commit": self.commit, "current": self.current}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -60,14 +60,7 @@ class TagInfo:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {
-            "name": self.name,
-            "commit": self.commit,
-            "annotated": self.annotated,
-            "tagger": self.tagger,
-            "time": self.time,
-            "message": self.message,
-        }
+        return asdict(self)
 
 
 def is_ancestor(repo: Repository, txn: Txn, anc: bytes, desc: bytes) -> bool:
@@ -304,19 +297,4 @@ def read_reflog(repo: Repository, ref: str = "HEAD") -> list[dict[str, Any]]:
     with repo.db.read() as txn:
         full = repo._full_ref(txn, ref)
         log = reflog.entries(txn, full)
-    out = []
-    for i, e in enumerate(reversed(log)):
-        out.append(
-            {
-                "ref": full,
-                "index": i,
-                "old": e.old.hex() if e.old else None,
-                "new": e.new.hex() if e.new else None,
-                "time_ns": e.time_ns,
-                "user": e.user,
-                "command": e.command,
-                "message": e.message,
-                "hash": e.digest().hex(),
-            }
-        )
-    return out
+    return reflog.newest_first(full, log)

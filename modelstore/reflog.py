@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from blake3 import blake3
 
@@ -25,6 +26,7 @@ __all__ = [
     "ReflogEntry",
     "append",
     "entries",
+    "newest_first",
     "user_name",
     "verify_chains",
 ]
@@ -141,6 +143,24 @@ def append(
     )
     txn.put("reflog", _key(ref, seq), e.encode())
     return e
+
+
+def newest_first(ref: str, log: list[ReflogEntry]) -> list[dict[str, Any]]:
+    """A ref's log as JSON-ready dicts, newest first: entry N is ``REF@{N}``."""
+    return [
+        {
+            "ref": ref,
+            "index": i,
+            "old": e.old.hex() if e.old else None,
+            "new": e.new.hex() if e.new else None,
+            "time_ns": e.time_ns,
+            "user": e.user,
+            "command": e.command,
+            "message": e.message,
+            "hash": e.digest().hex(),
+        }
+        for i, e in enumerate(reversed(log))
+    ]
 
 
 def entries(txn: Txn, ref: str) -> list[ReflogEntry]:
