@@ -537,6 +537,7 @@ def push(
     force: bool = False,
     force_with_lease: bool = False,
     progress: ProgressFn | None = None,
+    on_total: ProgressFn | None = None,
 ) -> SyncResult:
     """Send branches (default: the current one) and what they need to ``remote``."""
     with open_repo(repo) as r:
@@ -549,17 +550,27 @@ def push(
             force=force,
             force_with_lease=force_with_lease,
             progress=progress,
+            on_total=on_total,
             options=_options(r, remote),
         )
 
 
 def fetch(
-    repo: RepoLike, remote: str = "origin", *, progress: ProgressFn | None = None
+    repo: RepoLike,
+    remote: str = "origin",
+    *,
+    progress: ProgressFn | None = None,
+    on_total: ProgressFn | None = None,
 ) -> SyncResult:
     """Get the remote's branches (as ``REMOTE/BRANCH``), tags and missing data."""
     with open_repo(repo) as r:
         return _sync.fetch(
-            r, remote, r.remote_url(remote), progress=progress, options=_options(r, remote)
+            r,
+            remote,
+            r.remote_url(remote),
+            progress=progress,
+            on_total=on_total,
+            options=_options(r, remote),
         )
 
 

@@ -173,12 +173,14 @@ def _check_format(be: Backend, create: bool) -> None:
 
 def _walk(
     repo: Repository, txn: Txn, tips: Iterable[bytes], skip: Callable[[bytes], bool]
-) -> list[tuple[bytes, bytes]]:
-    """Stored objects reachable from ``tips`` that ``skip`` does not rule out.
+) -> tuple[list[tuple[bytes, bytes]], list[FileManifest]]:
+    """Objects reachable from ``tips`` that ``skip`` does not rule out, and their manifests.
 
-    A commit the other side has implies its whole history is there, so the walk stops at it.
+    The manifests are decoded once, here. A commit the other side has implies its whole
+    history is there, so the walk stops at it.
     """
     out: list[tuple[bytes, bytes]] = []
+    manifests: list[FileManifest] = []
     seen: set[bytes] = set()
     stack = list(tips)
     while stack:
@@ -199,22 +201,21 @@ def _walk(
         elif isinstance(obj, Tree):
             stack.extend(e.id for e in obj.entries)
         elif isinstance(obj, FileManifest):
+            manifests.append(obj)
             stack.extend(s.id for s in obj.segments)
-    return out
+    return out, manifests
 
 
 def _chunks_of(
-    objs: list[tuple[bytes, bytes]], load: Callable[[ObjectId], ChunkList]
+    manifests: list[FileManifest], load: Callable[[ObjectId], ChunkList]
 ) -> list[tuple[bytes, int]]:
     seen: set[bytes] = set()
     out: list[tuple[bytes, int]] = []
-    for _oid, raw in objs:
-        obj = decode_object(raw)
-        if isinstance(obj, FileManifest):
-            for cid, n in obj.iter_chunks(load):
-                if cid not in seen:
-                    seen.add(cid)
-                    out.append((cid, n))
+    for m in manifests:
+        for cid, n in m.iter_chunks(load):
+            if cid not in seen:
+                seen.add(cid)
+                out.append((cid, n))
     return out
 
 
@@ -263,6 +264,7 @@ def push(
     progress: ProgressFn | None = None,
     backend: Backend | None = None,
     options: dict[str, Any] | None = None,
+    on_total: ProgressFn | None = None,
 ) -> SyncResult:
     """Send ``ref_names`` (full ref names) and everything they need that the remote lacks.
 
@@ -285,10 +287,10 @@ def push(
         def on_remote(oid: bytes) -> bool:
             return txn.get("remote", _k(remote, b"o", oid)) is not None
 
-        objs = _walk(repo, txn, tips.values(), on_remote)
+        objs, manifests = _walk(repo, txn, tips.values(), on_remote)
         missing = [
             (cid, n)
-            for cid, n in _chunks_of(objs, repo.get_chunk_list)
+            for cid, n in _chunks_of(manifests, repo.get_chunk_list)
             if txn.get("remote", _k(remote, b"c", cid)) is None
         ]
         locs = []
@@ -297,6 +299,8 @@ def push(
             if raw is None:
                 raise ObjectNotFoundError(f"chunk {cid.hex()[:16]} is missing locally (ms verify)")
             locs.append((cid, decode_loc(raw)))
+    if on_total is not None:
+        on_total(sum(loc.raw_len for _, loc in locs))
     # 0. refuse early what the ref step would refuse, before sending any data
     with repo.db.read() as txn:
         for name, new in tips.items():
@@ -527,6 +531,7 @@ def fetch(
     backend: Backend | None = None,
     options: dict[str, Any] | None = None,
     lazy: bool = False,
+    on_total: ProgressFn | None = None,
 ) -> SyncResult:
     """Get the remote's refs and everything they need that is missing locally.
 
@@ -563,10 +568,10 @@ def fetch(
         res.objects = len(new_objs)
     # chunks: those reachable from the remote refs that we do not have
     with repo.db.read() as txn:
-        objs = _walk(repo, txn, remote_refs.values(), lambda oid: False)
+        _, manifests = _walk(repo, txn, remote_refs.values(), lambda oid: False)
         need = [
             (cid, n)
-            for cid, n in _chunks_of(objs, repo.get_chunk_list)
+            for cid, n in _chunks_of(manifests, repo.get_chunk_list)
             if txn.get("chunks", cid) is None
         ]
         where: dict[bytes, list[tuple[bytes, int]]] = {}
@@ -578,6 +583,8 @@ def fetch(
                 )
             where.setdefault(pid, []).append((cid, n))
     if where and not lazy:
+        if on_total is not None:
+            on_total(sum(n for _, n in need))
         _receive_chunks(repo, be, where, res, progress)
     # refs: remote-tracking branches and new tags
 

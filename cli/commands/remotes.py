@@ -119,6 +119,7 @@ def push(
             force=force,
             force_with_lease=force_with_lease,
             progress=bar.update if bar else None,
+            on_total=bar.set_total if bar else None,
         )
     if as_json:
         emit_json(res.to_json())
@@ -135,7 +136,12 @@ def fetch(remote_name: str, quiet: bool, as_json: bool) -> None:
     from modelstore import api
 
     with progress("fetch", not (quiet or as_json)) as bar:
-        res = api.fetch(".", remote_name, progress=bar.update if bar else None)
+        res = api.fetch(
+            ".",
+            remote_name,
+            progress=bar.update if bar else None,
+            on_total=bar.set_total if bar else None,
+        )
     if as_json:
         emit_json(res.to_json())
     elif not quiet:
