@@ -62,6 +62,7 @@ __all__ = [
     "ChunkLoc",
     "ChunkSink",
     "ChunkStore",
+    "ManifestBuilder",
     "StoreStats",
     "decode_loc",
     "storage_error",
@@ -122,6 +123,58 @@ def decode_loc(raw: bytes) -> ChunkLoc:
         raise FormatError("chunk index entry has an unknown version or size (upgrade ms?)")
     _, pack_id, off, stored, rawlen, codec = CHUNK_LOC.unpack(raw)
     return ChunkLoc(pack_id, off, stored, rawlen, codec)
+
+
+class ManifestBuilder:
+    """Collects a file's chunk list into a manifest, one segment in memory at a time.
+
+    ``store_segment`` receives each full ``ChunkList`` (4096 chunks) and returns its id:
+    ingest hands it to the sink to be written; a scan only needs the id.
+    """
+
+    def __init__(self, store_segment: Callable[[ChunkList], ObjectId]) -> None:
+        self._store = store_segment
+        self._ids = bytearray()
+        self._lens = array("I")
+        self._bytes = 0
+        self._segments: list[Segment] = []
+
+    def add(self, chunk_id: bytes, length: int) -> None:
+        """Append the next chunk."""
+        self._ids.extend(chunk_id)
+        self._lens.append(length)
+        self._bytes += length
+        if len(self._lens) == SEGMENT_CHUNKS:
+            self._flush()
+
+    def _flush(self) -> None:
+        cl = ChunkList(bytes(self._ids), pack_lengths(self._lens))
+        self._segments.append(Segment(self._store(cl), self._bytes, len(self._lens)))
+        self._ids.clear()
+        del self._lens[:]
+        self._bytes = 0
+
+    def finish(self, size: int, content_hash: bytes) -> FileManifest:
+        """The manifest: chunks inline, or segments once one segment has filled."""
+        if self._segments and self._lens:
+            self._flush()
+        if self._segments:
+            return FileManifest(size, content_hash, segments=tuple(self._segments))
+        return FileManifest(size, content_hash, bytes(self._ids), pack_lengths(self._lens))
+
+
+def _fill(stream: Readable, view: memoryview, what: str) -> tuple[int, bool]:
+    """Read into ``view`` until it is full or the stream ends: ``(bytes read, at end)``."""
+    n = 0
+    while n < len(view):
+        try:
+            got = stream.readinto(view[n:])
+        except OSError as exc:
+            raise StorageError(f"cannot read the file being {what}: {exc}") from None
+        if not got:
+            return n, True
+        n += got
+    return n, False
 
 
 class ChunkSink:
@@ -464,8 +517,6 @@ class ChunkStore:
         """Chunk, hash, dedup and store a stream; return its manifest."""
         chunker = Chunker(self.params)
         file_hash = blake3()
-        ids = bytearray()
-        lens = array("I")
         cap = BLOCK + self.params.max_size
         bufs = [bytearray(cap) for _ in range(N_BUFFERS)]
         inflight: deque[
@@ -477,29 +528,15 @@ class ChunkStore:
         pool = self.pool
         size = 0
 
-        segments: list[Segment] = []
-        seg_bytes = 0
-
-        def flush_segment() -> None:
-            # a full segment goes to the DB now (via the sink), so memory stays flat
-            nonlocal seg_bytes
-            cl = ChunkList(bytes(ids), pack_lengths(lens))
-            segments.append(Segment(sink.add_object(cl), seg_bytes, len(lens)))
-            ids.clear()
-            del lens[:]
-            seg_bytes = 0
+        # a full segment goes to the DB now (via the sink), so memory stays flat
+        manifest = ManifestBuilder(sink.add_object)
 
         def consume() -> None:
-            nonlocal seg_bytes
             fut, hfut = inflight.popleft()
             for cid, length, codec, payload in fut.result():
-                ids.extend(cid)
-                lens.append(length)
-                seg_bytes += length
+                manifest.add(cid, length)
                 if payload is not None:
                     sink.add(cid, codec, payload, length)
-                if len(lens) == SEGMENT_CHUNKS:
-                    flush_segment()
             hfut.result()
 
         try:
@@ -515,17 +552,7 @@ class ChunkStore:
                 block_no += 1
                 if tail and prev is not None:
                     mv[:tail] = prev[prev_end - tail : prev_end]
-                n = 0
-                want = cap - tail
-                while n < want:
-                    try:
-                        got = stream.readinto(mv[tail + n : cap])
-                    except OSError as exc:
-                        raise StorageError(f"cannot read the file being added: {exc}") from None
-                    if not got:
-                        eof = True
-                        break
-                    n += got
+                n, eof = _fill(stream, mv[tail:cap], "added")
                 new = mv[tail : tail + n]
                 ends = [tail + c for c in chunker.feed(new)]
                 if eof:
@@ -549,11 +576,7 @@ class ChunkStore:
                 fut.cancel()
                 hfut.cancel()
             hasher_pool.shutdown(wait=True)
-        if segments and lens:
-            flush_segment()
-        if segments:
-            return FileManifest(size, file_hash.digest(), segments=tuple(segments))
-        return FileManifest(size, file_hash.digest(), bytes(ids), pack_lengths(lens))
+        return manifest.finish(size, file_hash.digest())
 
     # -- accounting -------------------------------------------------------------------------
     def stats(self) -> StoreStats:
@@ -592,45 +615,19 @@ class ChunkStore:
         file_hash = blake3()
         cap = BLOCK + self.params.max_size
         mv = memoryview(bytearray(cap))
-        ids = bytearray()
-        lens = array("I")
-        segments: list[Segment] = []
-        seg_bytes = 0
         size = 0
-
-        def flush_segment() -> None:
-            nonlocal seg_bytes
-            cl = ChunkList(bytes(ids), pack_lengths(lens))
-            segments.append(Segment(cl.id, seg_bytes, len(lens)))
-            ids.clear()
-            del lens[:]
-            seg_bytes = 0
+        manifest = ManifestBuilder(lambda cl: cl.id)  # nothing stored: the ids are enough
 
         def emit(piece: memoryview) -> None:
-            nonlocal seg_bytes
             cid = ChunkId(blake3(piece).digest())
-            n = len(piece)
-            ids.extend(cid)
-            lens.append(n)
-            seg_bytes += n
+            manifest.add(cid, len(piece))
             if on_chunk is not None:
-                on_chunk(cid, n)
-            if len(lens) == SEGMENT_CHUNKS:
-                flush_segment()
+                on_chunk(cid, len(piece))
 
         tail = 0  # bytes of the unfinished chunk, kept at the start of the buffer
         eof = False
         while not eof:
-            n = 0
-            while tail + n < cap:
-                try:
-                    got = stream.readinto(mv[tail + n : cap])
-                except OSError as exc:
-                    raise StorageError(f"cannot read the file being scanned: {exc}") from None
-                if not got:
-                    eof = True
-                    break
-                n += got
+            n, eof = _fill(stream, mv[tail:cap], "scanned")
             new = mv[tail : tail + n]
             file_hash.update(new)
             size += n
@@ -645,11 +642,7 @@ class ChunkStore:
             if rest:
                 mv[:rest] = bytes(mv[start : start + rest])  # shorter than max_size
             tail = rest
-        if segments and lens:
-            flush_segment()
-        if segments:
-            return FileManifest(size, file_hash.digest(), segments=tuple(segments))
-        return FileManifest(size, file_hash.digest(), bytes(ids), pack_lengths(lens))
+        return manifest.finish(size, file_hash.digest())
 
 
 def _update(h: blake3, data: memoryview) -> None:
