@@ -26,11 +26,12 @@ def test_metrics_and_params_round_trip_exactly(repo: Repository) -> None:
                "per_class": {"cat": 0.9, "dog": 0.95}}
     params = {"lr": 3e-4, "optimizer": "adamw", "layers": [12, 12], "seed": 0}
     info = api.commit(repo, "run 1", metrics=metrics, params=params,
-                      inputs=["data/train.csv", "HEAD~1:data/val.csv"], capture=False)
+                      inputs=["model.bin", "https://example.org/raw.csv"], capture=False)
     extra = repo.get_commit(bytes.fromhex(info.id)).extra
     assert extra["metrics"] == metrics and extra["params"] == params
     assert type(extra["metrics"]["steps"]) is int and type(extra["metrics"]["acc"]) is float
-    assert extra["inputs"] == ["data/train.csv", "HEAD~1:data/val.csv"]
+    assert [x.get("path", x.get("url")) for x in extra["inputs"]] == [
+        "model.bin", "https://example.org/raw.csv"]
     assert "environment" not in extra
 
 
