@@ -11,6 +11,10 @@ change costs (a renamed file costs nothing; an added file costs all its distinct
 Working files whose stat data match their staging entry are not read; the others are chunked
 and hashed (``ChunkStore.scan``) without being stored.
 
+When both versions of a modified file are datasets (CSV/TSV by name, Parquet by content), each
+is summarized in one streaming pass (``modelstore.datasets``) and the summaries compared:
+columns added, removed or retyped, rows, and per-column statistics (``FileDiff.dataset``).
+
 When both versions of a modified file are safetensors (recognised by content), tensors are
 compared one by one: added, removed, reshaped (dtype or shape), changed or unchanged. A tensor
 whose byte range is covered in both versions by the same chunks (allowing for a shifted data
@@ -38,6 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from modelstore import datasets as ds
 from modelstore import tensors as st
 from modelstore.errors import (
     BadArgumentError,
@@ -46,6 +51,7 @@ from modelstore.errors import (
     ObjectNotFoundError,
     PathError,
     RefNotFoundError,
+    UnsupportedFormatError,
 )
 from modelstore.ids import ID_LEN, ObjectId
 from modelstore.metadb import Txn
@@ -59,6 +65,8 @@ __all__ = [
     "FileDiff",
     "TensorDiff",
     "TensorsDiff",
+    "dataset_diff",
+    "dataset_summary",
     "diff",
     "split_args",
 ]
@@ -141,7 +149,9 @@ class FileDiff:
 
     Sizes are None on the side where the file does not exist; ids are manifest ids (for a
     working file that was read, the id it would get if added). ``new_bytes``/``new_chunks``:
-    distinct chunks of the new version not in the old version of the same path.
+    distinct chunks of the new version not in the old version of the same path. ``dataset``:
+    schema and statistics changes when both versions are CSV/TSV/Parquet (``dataset_error``
+    says why a dataset could not be summarized).
     """
 
     path: str
@@ -157,11 +167,14 @@ class FileDiff:
     new_id: str | None = None
     tensors: TensorsDiff | None = None
     tensor_error: str | None = None
+    dataset: ds.DatasetDiff | None = None
+    dataset_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
         d = asdict(self)
         d["tensors"] = self.tensors.to_json() if self.tensors is not None else None
+        d["dataset"] = self.dataset.to_json() if self.dataset is not None else None
         return d
 
 
@@ -449,10 +462,18 @@ def _mode_of(st_mode: int) -> int:
     return MODE_EXEC if st_mode & 0o111 else MODE_FILE
 
 
+def _dataset_diff(path: str, fo: st.SeekableReader, fn: st.SeekableReader) -> ds.DatasetDiff | None:
+    """Summarize both versions and compare them; None unless both are datasets."""
+    if ds.detect_format(fo, path) is None or ds.detect_format(fn, path) is None:
+        return None
+    return ds.diff_summaries(ds.summarize(fo, path), ds.summarize(fn, path))
+
+
 class _Differ:
-    def __init__(self, repo: Repository, with_tensors: bool) -> None:
+    def __init__(self, repo: Repository, with_tensors: bool, with_datasets: bool = True) -> None:
         self.repo = repo
         self.with_tensors = with_tensors
+        self.with_datasets = with_datasets
 
     def settle(self, path: str, v: _Version) -> None:
         """Give a working file whose stat data changed its manifest id (and chunk list)."""
@@ -507,6 +528,14 @@ class _Differ:
                 raise
             except FormatError as exc:  # a malformed safetensors header: report, carry on
                 fd.tensor_error = exc.message
+        if self.with_datasets:
+            try:
+                with self.open(path, o, sides[0]) as fo, self.open(path, n, sides[1]) as fn:
+                    fd.dataset = _dataset_diff(path, fo, fn)
+            except CorruptObjectError:
+                raise
+            except (FormatError, UnsupportedFormatError) as exc:  # ragged CSV, no pyarrow...
+                fd.dataset_error = exc.message
         return fd
 
 
@@ -606,6 +635,7 @@ def diff(
     *,
     staged: bool = False,
     tensors: bool = True,
+    datasets: bool = True,
 ) -> DiffResult:
     """Compare two sides of the repository.
 
@@ -616,6 +646,8 @@ def diff(
         paths: Only files at or below these paths (relative to the current directory).
         staged: Compare ``rev_a`` (default HEAD) with the index instead of the working tree.
         tensors: Compare safetensors files tensor by tensor.
+        datasets: Compare the schema and statistics of CSV/TSV/Parquet files (reads both
+            versions of each modified one whole).
 
     Returns:
         The changed files, in path order.
@@ -650,7 +682,7 @@ def diff(
                     new = DiffSide("index" if staged else "working")
             old_files = _load_side(r, txn, old.kind, old_c, index)
             new_files = _load_side(r, txn, new.kind, new_c, index)
-        return _diff_sides(r, old, new, old_files, new_files, rels, tensors)
+        return _diff_sides(r, old, new, old_files, new_files, rels, tensors, datasets)
 
 
 def _where(side: DiffSide) -> str:
@@ -667,8 +699,9 @@ def _diff_sides(
     new_files: dict[str, _Version],
     rels: Sequence[str],
     with_tensors: bool,
+    with_datasets: bool = True,
 ) -> DiffResult:
-    differ = _Differ(repo, with_tensors)
+    differ = _Differ(repo, with_tensors, with_datasets)
     sides = (_where(old), _where(new))
     paths = sorted(p for p in set(old_files) | set(new_files) if _selected(p, rels))
     # removed paths by manifest id, so an added file with the same content is a rename
@@ -728,3 +761,28 @@ def _diff_sides(
             )
     files.sort(key=lambda f: f.path)
     return DiffResult(old, new, files)
+
+
+def dataset_summary(repo: RepoLike, path: str, rev: str = "HEAD") -> ds.DatasetSummary:
+    """Schema and statistics of the dataset at ``path`` in ``rev``, streamed from the store.
+
+    Raises:
+        BadArgumentError: The file is not a dataset (CSV, TSV or Parquet).
+        PathError: No such file in ``rev``.
+        FormatError: A malformed dataset (a ragged CSV row, a damaged Parquet file).
+    """
+    with _open_repo(repo) as r, r.open_file(path, rev) as f:
+        return ds.summarize(f, path)
+
+
+def dataset_diff(
+    repo: RepoLike, old_rev: str, new_rev: str, path: str, new_path: str | None = None
+) -> ds.DatasetDiff:
+    """How the dataset ``path`` (``new_path`` on the new side) changed from one revision to another.
+
+    Raises the errors of :func:`dataset_summary`.
+    """
+    with _open_repo(repo) as r:
+        old = dataset_summary(r, path, old_rev)
+        new = dataset_summary(r, new_path or path, new_rev)
+    return ds.diff_summaries(old, new)
