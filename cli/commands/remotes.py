@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..render import emit_json, human_size, progress, say
@@ -74,20 +76,44 @@ def remote_list(as_json: bool) -> None:
 
 def _summary(verb: str, res: object) -> str:
     d = res.to_json()  # type: ignore[attr-defined]
+    lines = _alias_lines(verb, d)
     if d["up_to_date"]:
-        return "Everything up to date."
-    return (
-        f"{verb}: {d['chunks']} chunk(s), {human_size(d['bytes'])} in {d['packs']} pack(s), "
-        f"{d['objects']} object(s); refs: "
-        + (", ".join(f"{k.removeprefix('refs/')}={v[:12]}" for k, v in d["refs"].items()) or "none")
+        return "\n".join(["Everything up to date.", *lines])
+    moved = ", ".join(
+        f"{k.removeprefix('refs/')}={v[:12]}"
+        for k, v in d["refs"].items()
+        if not k.startswith("refs/aliases/")  # on lines of their own
     )
+    head = (
+        f"{verb}: {d['chunks']} chunk(s), {human_size(d['bytes'])} in {d['packs']} pack(s), "
+        f"{d['objects']} object(s); refs: {moved or 'none'}"
+    )
+    return "\n".join([head, *lines])
+
+
+def _alias_lines(verb: str, d: dict[str, Any]) -> list[str]:
+    """One line per alias moved, and one per alias left alone because both sides moved it."""
+    remote = d["remote"]
+    where = f"on {remote}" if verb == "Pushed" else f"from {remote}"
+    out = [f"@{name} -> {oid[:12]} ({where})" for name, oid in d["aliases"].items()]
+    out += [
+        f"@{name}: kept at {v['local'][:12]}; {remote} has {v['remote'][:12]} "
+        f"(both moved it: `ms alias set {name} REV` to choose, then push)"
+        for name, v in d["aliases_diverged"].items()
+    ]
+    return out
 
 
 @click.command()
 @click.argument("remote_name", metavar="[REMOTE]", default="origin")
 @click.argument("refs", nargs=-1)
-@click.option("--all", "all_branches", is_flag=True, help="Push every branch.")
+@click.option("--all", "all_branches", is_flag=True, help="Push every branch and alias.")
 @click.option("--tags", is_flag=True, help="Push tags too.")
+@click.option(
+    "--aliases",
+    is_flag=True,
+    help="Push every alias too (--all implies it; one alias: name it, e.g. @production).",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite the remote branch (not fast-forward).")
 @click.option(
     "--force-with-lease",
@@ -101,12 +127,16 @@ def push(
     refs: tuple[str, ...],
     all_branches: bool,
     tags: bool,
+    aliases: bool,
     force: bool,
     force_with_lease: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Send branches (default: the current one) and only the data the remote lacks."""
+    """Send branches (default: the current one) and only the data the remote lacks.
+
+    An alias moved on the remote since your last fetch is refused (fetch first) unless --force.
+    """
     from modelstore import api
 
     with progress("push", not (quiet or as_json)) as bar:
@@ -116,6 +146,7 @@ def push(
             list(refs) or None,
             all_branches=all_branches,
             tags=tags,
+            aliases=aliases,
             force=force,
             force_with_lease=force_with_lease,
             progress=bar.update if bar else None,
@@ -132,7 +163,11 @@ def push(
 @quiet_opt
 @json_opt
 def fetch(remote_name: str, quiet: bool, as_json: bool) -> None:
-    """Get the remote's branches (as REMOTE/BRANCH), tags and only the missing data."""
+    """Get the remote's branches (as REMOTE/BRANCH), tags, aliases and only the missing data.
+
+    A local alias follows the remote's unless you moved it since the last fetch (then it is
+    kept and reported).
+    """
     from modelstore import api
 
     with progress("fetch", not (quiet or as_json)) as bar:

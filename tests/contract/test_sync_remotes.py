@@ -63,3 +63,35 @@ def test_remote_round_trip(remote: tuple[str, dict[str, str]], tmp_path: Path) -
     assert a.resolve("main") == b.resolve("main")
     a.close()
     b.close()
+
+
+def test_aliases_round_trip(remote: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """An alias pushed, cloned, rolled back elsewhere and followed; a stale push is refused."""
+    url, opts = remote
+    a = Repository.init(tmp_path / "a", chunker=SMALL, pack_size=32 << 10)
+    api.remote_add(a, "origin", url, **opts)
+    ids = []
+    for i in range(3):
+        (a.workdir / "m.bin").write_bytes(make_data(20_000, 10 + i))
+        a.add([str(a.workdir / "m.bin")])
+        ids.append(a.commit(f"v{i}"))
+    api.alias_set(a, "production", ids[1].hex(), "passed eval")
+    api.alias_set(a, "production", ids[2].hex(), "ship v3")
+    assert api.push(a, aliases=True).aliases == {"production": ids[2].hex()}
+
+    b = api.clone(url, str(tmp_path / "b"), options=opts)
+    assert b.resolve("@production") == ids[2]
+    api.rollback(b, "production", to=ids[1].hex(), message="v3 regressed")
+    assert api.push(b, "origin", ["@production"]).aliases == {"production": ids[1].hex()}
+
+    api.alias_set(a, "staging", ids[0].hex())
+    with pytest.raises(RefConflictError, match="fetch first"):
+        api.push(a, aliases=True)  # production moved on the remote since a last looked
+    res = api.fetch(a)
+    assert res.aliases == {"production": ids[1].hex()} and a.resolve("@production") == ids[1]
+    assert api.alias_history(a, "production")[0]["command"] == "fetch"
+    api.push(a, aliases=True)
+    assert api.fetch(b).aliases == {"staging": ids[0].hex()}
+    assert verify(b, read_data=True).ok
+    a.close()
+    b.close()
