@@ -116,6 +116,11 @@ def rollback(repo: Repository, name: str, to: str | None = None, message: str = 
                     f"alias {name.removeprefix('@')!r} has no earlier target to roll back to"
                 )
             target = previous
+        if txn.get("objects", target) is None:
+            raise RefNotFoundError(
+                f"the earlier target {target.hex()[:12]} of alias {name.removeprefix('@')!r} was "
+                "garbage-collected (its reflog entry had expired); roll back with --to REV"
+            )
         why = message or f"rollback from {current.hex()[:12]}"
         repo._move_ref(txn, ref, current, target, "rollback", why)
         return _info(txn, ref, target)

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from modelstore.backend import Backend, open_backend
 from modelstore.chunkstore import CHUNK_LOC, PACK_REC, ChunkLoc, ChunkStore
+from modelstore.compress import CODEC_PLANES
 from modelstore.errors import CorruptObjectError, MsError
 from modelstore.metadb import MetaDB, Txn
 from modelstore.pack import INDEX_ENTRY, PackWriter, pack_id_of
 
-__all__ = ["CACHE_FLUSH", "LazyFetcher", "remote_key"]
+__all__ = ["CACHE_FLUSH", "LazyFetcher", "forget_remote_data", "remote_key"]
 
 #: cached chunks are written out as a pack once this many bytes have been fetched
 CACHE_FLUSH = 8 << 20
@@ -28,6 +30,29 @@ CACHE_FLUSH = 8 << 20
 def remote_key(remote: str, kind: bytes, key: bytes = b"") -> bytes:
     """Key in the ``remote`` sub-database: what ``remote`` is known to hold (FORMAT §12)."""
     return remote.encode() + b"\x00" + kind + b"\x00" + key
+
+
+def forget_remote_data(txn: Txn, remote: str, packs: set[bytes], bundles: set[bytes]) -> None:
+    """Drop from the cache what ``remote`` no longer holds: ``packs`` (ids) and ``bundles``.
+
+    Called when a listing shows them gone (a gc on the remote deleted them): otherwise a push
+    would skip sending data the remote lost. An object recorded as ``pushed`` without a
+    bundle name (older versions) is dropped whenever any bundle goes, since its bundle cannot
+    be told.
+    """
+    drop: list[bytes] = []
+
+    def pick(values: set[bytes]) -> Callable[[bytes, bytes], None]:
+        return lambda k, v: drop.append(k) if v in values else None
+
+    if packs:
+        drop.extend(remote_key(remote, b"p", pid) for pid in packs)
+        txn.scan("remote", pick(packs), remote_key(remote, b"c"))
+    if bundles:
+        drop.extend(remote_key(remote, b"b", name) for name in bundles)
+        txn.scan("remote", pick(bundles | {b"pushed"}), remote_key(remote, b"o"))
+    for k in drop:
+        txn.delete("remote", k)
 
 
 class LazyFetcher:
@@ -78,7 +103,8 @@ class LazyFetcher:
         loc = ChunkLoc(pid, off, stored_len, raw_len, codec)
         # verify before caching: the caller verifies again, cheaply, on what it returns
         self.store.decode_verified(chunk_id, loc, stored)
-        self._cache(chunk_id, stored, raw_len)
+        if codec != CODEC_PLANES or self.store.planes:  # never store what old readers misread
+            self._cache(chunk_id, stored, raw_len)
         return stored, loc
 
     def _cache(self, chunk_id: bytes, stored: bytes, raw_len: int) -> None:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -46,6 +47,25 @@ def _successor(prefix: bytes) -> bytes | None:
         return None
     p[-1] += 1
     return bytes(p)
+
+
+#: below this much free space on the DB's filesystem, a failed commit is blamed on a full disk
+LOW_SPACE = 1 << 20
+
+
+def _disk_full(exc: lmdb.Error, path: Path) -> bool:
+    """Whether an LMDB error comes from a full disk.
+
+    LMDB reports a short write, which is what a full disk gives it, as ``EIO`` rather than
+    ``ENOSPC``; a write error while the filesystem has (almost) no space left is taken as one.
+    """
+    if "No space left" in str(exc) or getattr(exc, "errno", 0) in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < LOW_SPACE
 
 
 class Txn:
@@ -100,6 +120,23 @@ class Txn:
                     break
                 out.append(bytes(k))
         return out
+
+    def scan(self, db: str, fn: Callable[[bytes, bytes], None], prefix: bytes = b"") -> int:
+        """Call ``fn(key, value)`` for every entry under ``prefix`` in key order; return how many.
+
+        For passes over millions of entries (gc) without building the list ``items`` returns.
+        ``fn`` must not open another transaction or wait for a write.
+        """
+        n = 0
+        with self._txn.cursor(db=self._dbs[db]) as cur:
+            if not cur.set_range(prefix):
+                return 0
+            for k, v in cur:
+                if not k.startswith(prefix):
+                    break
+                fn(bytes(k), bytes(v))
+                n += 1
+        return n
 
     def last(self, db: str, prefix: bytes) -> tuple[bytes, bytes] | None:
         """The last ``(key, value)`` whose key starts with ``prefix``, or None (O(log n))."""
@@ -231,12 +268,15 @@ class MetaDB:
                         txn.abort()
                     except lmdb.Error as exc:
                         txn.abort()
-                        if "No space left" in str(exc) or getattr(exc, "errno", 0) == 28:
+                        if _disk_full(exc, self.path):
                             raise RepositoryFullError(
-                                f"no space left writing the metadata database ({exc}); "
-                                "free disk space and retry"
+                                f"no space left on the device writing the metadata database in "
+                                f"{self.path}; free disk space and retry (everything already "
+                                "committed is intact)"
                             ) from None
-                        raise StorageError(f"metadata database error: {exc}") from None
+                        raise StorageError(
+                            f"metadata database error in {self.path}: {exc}"
+                        ) from None
                     except BaseException:
                         txn.abort()
                         raise
@@ -246,11 +286,17 @@ class MetaDB:
         size = int(self.env.info()["map_size"]) * 2
         if size > MAX_MAP_SIZE:
             raise RepositoryFullError(
-                "the metadata database is full at its largest map size; free space with gc"
+                f"the metadata database in {self.path} is full at its largest map size "
+                f"({size // 2} bytes); drop unreachable data with `ms gc`, or split the "
+                "repository"
             )
         self._pause(None)
         try:
             self.env.set_mapsize(size)
+        except lmdb.Error as exc:  # e.g. no address space left for a larger map
+            raise StorageError(
+                f"cannot grow the metadata database in {self.path} to {size} bytes: {exc}"
+            ) from None
         finally:
             self._resume()
 

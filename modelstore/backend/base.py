@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from modelstore.errors import BadArgumentError, ObjectNotFoundError, StorageError
@@ -57,11 +57,16 @@ class ObjectInfo:
         etag: An opaque version token for compare-and-swap (``put(..., if_match=etag)``), or
             ``None`` where the backend does not report one cheaply (``LocalBackend.list``).
             Equal etags mean equal content; they are only comparable within one backend.
+        mtime: When the object was last written, Unix seconds by the store's own clock
+            (``list`` and ``stat``; ``None`` where unknown). Garbage collection compares it
+            with a time read from the same store, never with the local clock. Not part of
+            equality: two infos of the same version compare equal whether or not they carry it.
     """
 
     key: str
     size: int
     etag: str | None = None
+    mtime: float | None = field(default=None, compare=False)
 
 
 @runtime_checkable

@@ -69,6 +69,18 @@ class _SourceFailed(Exception):
     """Internal: reading the caller's stream failed (the error is kept to be re-raised)."""
 
 
+def _seconds(value: object) -> float | None:
+    """An mtime the server sent (JSON number or header text), or None if absent or bad."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 def _strip(etag: str | None) -> str | None:
     if etag is None:
         return None
@@ -357,7 +369,8 @@ class HttpBackend:
         size = resp.headers.get("x-ms-size") or resp.headers.get("content-length", "")
         if not size.isdigit():
             raise StorageError(f"stat {self._where(key)}: the server sent no size")
-        return ObjectInfo(key, int(size), _strip(resp.headers.get("etag")))
+        mtime = _seconds(resp.headers.get("x-ms-mtime"))
+        return ObjectInfo(key, int(size), _strip(resp.headers.get("etag")), mtime)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` (see ``Backend.list``)."""
@@ -394,7 +407,8 @@ class HttpBackend:
                     size, etag = item.get("size"), item.get("etag")
                     if not isinstance(size, int) or size < 0:
                         raise StorageError(f"list {self.base_url}: malformed answer")
-                    yield ObjectInfo(key, size, etag if isinstance(etag, str) else None)
+                    tag = etag if isinstance(etag, str) else None
+                    yield ObjectInfo(key, size, tag, _seconds(item.get("mtime")))
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, "list", prefix) from None
         if not ended:

@@ -381,7 +381,7 @@ class LocalBackend:
             st = os.fstat(fd)
             if not stat_mod.S_ISREG(st.st_mode):
                 return None
-            return ObjectInfo(key, st.st_size, _etag_fd(fd, st))
+            return ObjectInfo(key, st.st_size, _etag_fd(fd, st), st.st_mtime)
         except OSError as exc:
             raise _io_error(exc, f"reading {key} from {self.root}") from None
         finally:
@@ -416,12 +416,12 @@ class LocalBackend:
                     continue
                 check_listed_key(rel, str(self.root))
                 try:
-                    size = entry.stat().st_size
+                    st = entry.stat()
                 except FileNotFoundError:  # deleted while we listed
                     continue
                 except OSError as exc:
                     raise _io_error(exc, f"listing {self.root / rel_dir}") from None
-                yield ObjectInfo(rel, size, None)
+                yield ObjectInfo(rel, st.st_size, None, st.st_mtime)
 
     def delete(self, key: str) -> None:
         """Remove ``key`` if present (see ``Backend.delete``)."""

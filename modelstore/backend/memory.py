@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 
 from modelstore.backend.base import (
@@ -36,6 +37,7 @@ class MemoryBackend:
     def __init__(self, name: str = "") -> None:
         self.name = name
         self._objects: dict[str, tuple[bytes, str]] = {}
+        self._mtimes: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -67,7 +69,8 @@ class MemoryBackend:
             elif have is not None and not overwrite:
                 return ObjectInfo(key, len(have[0]), have[1])
             self._objects[key] = (blob, etag)
-        return ObjectInfo(key, len(blob), etag)
+            self._mtimes[key] = now = time.time()
+        return ObjectInfo(key, len(blob), etag, now)
 
     def _blob(self, key: str) -> bytes:
         check_key(key)
@@ -98,14 +101,15 @@ class MemoryBackend:
         check_key(key)
         with self._lock:
             have = self._objects.get(key)
-        return None if have is None else ObjectInfo(key, len(have[0]), have[1])
+            when = self._mtimes.get(key)
+        return None if have is None else ObjectInfo(key, len(have[0]), have[1], when)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` (a snapshot taken when iteration starts)."""
         check_prefix(prefix)
         with self._lock:
             infos = [
-                ObjectInfo(k, len(blob), etag)
+                ObjectInfo(k, len(blob), etag, self._mtimes.get(k))
                 for k, (blob, etag) in self._objects.items()
                 if k.startswith(prefix)
             ]
@@ -116,3 +120,4 @@ class MemoryBackend:
         check_key(key)
         with self._lock:
             self._objects.pop(key, None)
+            self._mtimes.pop(key, None)

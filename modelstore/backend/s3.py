@@ -87,6 +87,12 @@ def _status(exc: Any) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
+def _mtime(item: dict[str, Any]) -> float | None:
+    """``LastModified`` (a datetime from boto3) as Unix seconds."""
+    when = item.get("LastModified")
+    return float(when.timestamp()) if when is not None else None
+
+
 def _strip(etag: Any) -> str | None:
     return None if etag is None else str(etag).strip('"')
 
@@ -406,7 +412,8 @@ class S3Backend:
                 if _code(exc) in _NOT_FOUND_CODES or _status(exc) == 404:
                     return None
                 raise
-        return ObjectInfo(key, int(resp["ContentLength"]), _strip(resp.get("ETag")))
+        size = int(resp["ContentLength"])
+        return ObjectInfo(key, size, _strip(resp.get("ETag")), _mtime(resp))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` (see ``Backend.list``)."""
@@ -425,7 +432,7 @@ class S3Backend:
                     if (key == "" or key.endswith("/")) and size == 0:
                         continue  # a "folder" marker made by a console
                     check_listed_key(key, self._url())
-                    yield ObjectInfo(key, size, _strip(item.get("ETag")))
+                    yield ObjectInfo(key, size, _strip(item.get("ETag")), _mtime(item))
 
     def delete(self, key: str) -> None:
         """Remove ``key`` if present (see ``Backend.delete``)."""
