@@ -46,9 +46,13 @@ def test_verify_reports_a_missing_pack_with_the_file_it_breaks(repo: Repository)
         p.unlink()
     rep = verify(repo)
     assert not rep.ok
-    kinds = {p.kind for p in rep.problems}
-    assert {"missing-pack", "pack"} <= kinds
+    # one problem per missing pack (not one per chunk, nor again from the pack table)
+    assert {p.kind for p in rep.problems} == {"missing-pack"}
+    assert len(rep.problems) == len({p.detail for p in rep.problems}) == rep.packs
     assert any("m.bin" in p.where for p in rep.problems)
+    assert all(".pack)" in p.detail for p in rep.problems)  # names the file
+    hit = {a.path for p in rep.problems for a in p.affects}
+    assert hit == {"m.bin", "d/f0.txt", "d/f1.txt", "d/f2.txt"}
 
 
 def test_verify_reports_a_missing_object(repo: Repository) -> None:
