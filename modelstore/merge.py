@@ -166,13 +166,21 @@ def _virtual_base(
     return acc
 
 
-def _require_clean(repo: Repository) -> None:
+def _require_clean(repo: Repository, result: dict[str, Version] | None = None) -> None:
+    """Refuse to merge over a merge in progress or local changes.
+
+    A working file that already is as ``result`` (the merge's outcome) has it, or a deleted
+    one that ``result`` lacks, is no local change the merge could lose: a merge killed while
+    writing the working tree left it so, and running it again must not refuse.
+    """
     st = repo.status()
     if st.merging:
         raise UncommittedChangesError(
             f"a {st.merging} is in progress; commit it, or run `ms merge --abort`"
         )
-    dirty = [p for _, p in st.staged] + st.modified + st.deleted
+    dirty = [p for _, p in st.staged] + [
+        p for p in st.modified + st.deleted if result is None or not _as_result(repo, p, result)
+    ]
     if dirty:
         raise UncommittedChangesError(
             f"local changes in {', '.join(sorted(dirty)[:5])}; commit them first (or "
@@ -184,6 +192,14 @@ def _entry(p: str, v: Version) -> TreeEntry:
     return TreeEntry(p.rsplit("/", 1)[-1], False, v[1], v[2], ObjectId(v[0]))
 
 
+def _as_result(repo: Repository, p: str, result: dict[str, Version]) -> bool:
+    """Whether working path ``p`` already is what ``result`` makes it (content, or absence)."""
+    v = result.get(p)
+    if v is None:
+        return not os.path.lexists(repo._abs(p))
+    return repo._holds(p, _entry(p, v))
+
+
 def _apply(
     repo: Repository, txn_files: dict[str, Version], other: bytes
 ) -> tuple[dict[str, IndexEntry], dict[str, IndexEntry], list[str]]:
@@ -191,7 +207,11 @@ def _apply(
     with repo.db.read() as txn:
         index = repo._index(txn)
     untracked = set(repo.status().untracked)
-    clobber = sorted(p for p in txn_files if p not in index and p in untracked)
+    clobber = sorted(
+        p
+        for p in txn_files
+        if p not in index and p in untracked and not _as_result(repo, p, txn_files)
+    )
     if clobber:
         raise UncommittedChangesError(
             f"the merge would overwrite untracked files: {', '.join(clobber[:5])}; "
@@ -238,20 +258,25 @@ def merge(
     if strategy not in (None, "ours", "theirs"):
         raise BadArgumentError(f"unknown strategy {strategy!r} (use -X ours or -X theirs)")
     with repo._writing():
-        _require_clean(repo)
+        settled = _finish_settled(repo, other_rev)
+        if settled is not None:
+            return settled
         with repo.db.read() as txn:
             branch, head = repo.head(txn)
             other = repo._resolve(txn, other_rev)
             if head is None:
                 raise RefNotFoundError("HEAD has no commits yet; nothing to merge into")
-            if is_ancestor(repo, txn, other, head):
-                return MergeResult("up-to-date", head.hex(), other.hex())
-            bases = merge_bases(repo, txn, head, other)
+            up_to_date = is_ancestor(repo, txn, other, head)
+            bases = [] if up_to_date else merge_bases(repo, txn, head, other)
             ff = head in bases and len(bases) == 1
             base_files = _virtual_base(repo, txn, bases)
             ours = _versions(repo.commit_files(head, txn))
             theirs = _versions(repo.commit_files(other, txn))
+        if up_to_date:
+            _require_clean(repo)
+            return MergeResult("up-to-date", head.hex(), other.hex())
         if ff:
+            _require_clean(repo, theirs)
             index, entries, changed = _apply(repo, theirs, other)
 
             def move(txn: Txn) -> None:
@@ -263,6 +288,7 @@ def merge(
                 "fast-forward", other.hex(), other.hex(), [b.hex() for b in bases], changed
             )
         merged, conflicts = merge_files(base_files, ours, theirs, strategy)
+        _require_clean(repo, merged)
         msg = message or f"Merge {other_rev}" + (f" into {branch}" if branch else "")
         index, entries, changed = _apply(repo, merged, other)
         if conflicts:
@@ -273,6 +299,29 @@ def merge(
 
         _stage(repo, index, entries, MergeState("merge", other, msg))
         cid = repo.commit(msg, allow_empty=True)  # the lock is re-entrant: no one slips in
+    return MergeResult("merged", cid.hex(), other.hex(), [b.hex() for b in bases], changed)
+
+
+def _finish_settled(repo: Repository, other_rev: str) -> MergeResult | None:
+    """Commit the settled merge of ``other_rev`` that a killed ``merge`` left, if there is one.
+
+    A clean merge is two transactions (FORMAT §13 rule 11); killed between them, it leaves a
+    merge in progress with no conflicts, whose index and working tree hold the result. Running
+    the same merge again finishes it, as ``ms commit`` would. None: no such merge.
+    """
+    with repo.db.read() as txn:
+        state = repo.merge_state(txn)
+        if state is None or state.kind != "merge" or state.conflicts:
+            return None
+        other = repo._resolve(txn, other_rev)
+        _, head = refs.resolve_ref(txn, refs.HEAD)
+        if other != state.other or head is None:
+            return None
+        bases = merge_bases(repo, txn, head, other)
+        ours = _versions(repo.commit_files(head, txn))
+        index = {p: (e.manifest_id, e.mode, e.size) for p, e in repo._index(txn).items()}
+    changed = sorted(p for p in set(ours) | set(index) if not _same(ours.get(p), index.get(p)))
+    cid = repo.commit(state.message, allow_empty=True)
     return MergeResult("merged", cid.hex(), other.hex(), [b.hex() for b in bases], changed)
 
 

@@ -171,11 +171,15 @@ def pack_id_of(index: bytes) -> bytes:
     return blake3(index, derive_key_context=KIND_CONTEXTS["pack"]).digest()
 
 
-def read_pack_trailer(fd: int, size: int) -> tuple[bytes, list[PackEntry]]:
+def read_pack_trailer(
+    fd: int, size: int, *, strict: bool = False
+) -> tuple[bytes, list[PackEntry]]:
     """Read and check a pack's header, footer and index from an open file descriptor.
 
     Raises ``FormatError`` (``CorruptObjectError`` for hash mismatches) on anything wrong, and
-    ``UnsupportedFormatError`` for a pack version this reader does not know.
+    ``UnsupportedFormatError`` for a pack version this reader does not know. Readers ignore
+    reserved bytes; ``strict`` (``ms verify``) refuses non-zero ones, which version-1 writers
+    never write, so that a flipped bit anywhere in a pack is found.
     """
     if size < HEADER.size + FOOTER.size:
         raise FormatError(f"pack is truncated ({size} bytes)")
@@ -188,9 +192,11 @@ def read_pack_trailer(fd: int, size: int) -> tuple[bytes, list[PackEntry]]:
         raise FormatError("not a modelstore pack (bad magic)")
     if version not in SUPPORTED_PACK_VERSIONS:
         raise UnsupportedFormatError(f"pack version {version} is not supported (upgrade ms)")
-    index_offset, count, _, index_hash, _, end = FOOTER.unpack(footer)
+    index_offset, count, reserved, index_hash, reserved2, end = FOOTER.unpack(footer)
     if end != PACK_END_MAGIC:
         raise FormatError("pack tail is damaged or truncated (bad end magic)")
+    if strict and (head[7:] != bytes(9) or reserved != 0 or reserved2 != bytes(8)):
+        raise CorruptObjectError("pack header or footer is damaged (reserved bytes are not zero)")
     if count > MAX_PACK_ENTRIES or index_offset + count * INDEX_ENTRY.size != size - FOOTER.size:
         raise FormatError("pack footer is inconsistent with the file size")
     raw = os.pread(fd, count * INDEX_ENTRY.size, index_offset)

@@ -20,7 +20,10 @@ Uploads are streamed to an anonymous temp file (bounded memory: uvicorn's flow c
 one 1 MiB buffer), checked, and only then handed to ``LocalBackend.put``, which publishes them
 atomically. *Verification before visibility*: a ``packs/xx/<id>.pack`` must carry a valid
 trailer whose index hashes to ``<id>`` (``pack_id_of``), a ``packs/xx/<id>.idx`` must hash to
-``<id>``; anything else is refused with 422 and nothing is stored.
+``<id>``, a ``meta/<id>.bundle`` must hash to ``<id>`` and hold only objects that decode and
+match their ids, and a ``refs/<hex>`` must name a valid ref and hold an id; anything else is
+refused with 422 (400 for a misnamed pack or bundle) and nothing is stored. Keys outside these
+forms are opaque bytes, as in any ``Backend``.
 
 Authentication: a tokens file (JSON ``{"TOKEN": {"user": "ana", "scope": "read"|"write",
 "repos": ["*"] or ["name", ...]}}``), sent as ``Authorization: Bearer TOKEN`` and compared in
@@ -92,6 +95,9 @@ INCOMING_DIR = ".incoming"
 _REPO_RE = re.compile(r"[a-z0-9_-][a-z0-9._-]{0,99}")
 _PACK_FILE_RE = re.compile(r"packs/([0-9a-f]{2})/([0-9a-f]{64})\.(pack|idx)")
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+_REF_VALUE_RE = re.compile(rb"[0-9a-f]{64}\n")
+_HEX_REF_RE = re.compile(r"refs/(?:[0-9a-f]{2})+")
+_BUNDLE_RE = re.compile(r"meta/[0-9a-f]{64}\.bundle")
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 Scope = Literal["read", "write"]
@@ -330,6 +336,8 @@ class _Server:
         headers = {"x-ms-size": str(info.size), "accept-ranges": "bytes"}
         if info.etag:
             headers["etag"] = f'"{info.etag}"'
+        if info.mtime is not None:  # the server's clock: what remote gc ages objects by
+            headers["x-ms-mtime"] = repr(info.mtime)
         return headers
 
     def _head(self, backend: LocalBackend, key: str) -> Response:
@@ -386,7 +394,7 @@ class _Server:
         count = 0
         try:
             for info in backend.list(prefix):
-                line = {"key": info.key, "size": info.size, "etag": info.etag}
+                line = {"key": info.key, "size": info.size, "etag": info.etag, "mtime": info.mtime}
                 buf += json.dumps(line, separators=(",", ":")).encode() + b"\n"
                 count += 1
                 if len(buf) >= 1 << 16:
@@ -441,9 +449,11 @@ class _Server:
         overwrite: bool,
         if_match: str | None,
     ) -> ObjectInfo:
-        """Check the spooled upload (packs and indexes), then publish it atomically."""
+        """Check the spooled upload (packs, indexes, bundles, refs), then publish it atomically."""
         if pack_file is not None:
             _verify_pack_file(key, spool.fileno(), *pack_file)
+        else:
+            _verify_metadata(key, spool.fileno())
         spool.seek(0)
         return backend.put(key, spool, overwrite=overwrite, if_match=if_match)
 
@@ -523,6 +533,46 @@ def _verify_pack_file(key: str, fd: int, id_hex: str, kind: str) -> None:
             f"refused {key}: its index hashes to {pack_id_of(index).hex()[:16]}..., not to the "
             "id in its name"
         )
+
+
+def _verify_metadata(key: str, fd: int) -> None:
+    """Check an uploaded metadata bundle or ref (FORMAT §12) before it becomes visible.
+
+    A bundle must be named ``meta/<id>.bundle``, hash to that id and hold only objects that
+    decode and match their ids; a ref key made of hex digits must be a valid ref name in hex,
+    holding 64 hex digits and a newline (other keys under ``refs/`` are not modelstore's and
+    stay opaque). Clients check all of this again when they fetch; refusing it here keeps a
+    remote clean for everyone.
+
+    Raises:
+        BadArgumentError: A ``.bundle`` under ``meta/`` not named by its 64-hex-digit id.
+        FormatError: It is malformed (``CorruptObjectError``: an object or the bundle does not
+            match its id).
+    """
+    from modelstore.objects import decode_object
+    from modelstore.refs import check_ref_name
+    from modelstore.sync import MAX_BUNDLE, parse_bundle
+
+    size = os.fstat(fd).st_size
+    if key.startswith("meta/") and key.endswith(".bundle"):
+        if _BUNDLE_RE.fullmatch(key) is None:
+            raise BadArgumentError(
+                f"invalid bundle name {key!r}: use meta/<64 hex digit id>.bundle"
+            )
+        if size > MAX_BUNDLE:
+            raise FormatError(f"refused {key}: a bundle is at most {MAX_BUNDLE} bytes")
+        for oid, stored in parse_bundle(key, os.pread(fd, size, 0)):
+            try:
+                decode_object(stored, expect_id=oid)
+            except FormatError as exc:
+                raise type(exc)(f"refused {key}: object {oid.hex()[:16]}: {exc.message}") from None
+    elif _HEX_REF_RE.fullmatch(key) is not None:  # other keys under refs/ are not ours
+        try:
+            check_ref_name(bytes.fromhex(key.removeprefix("refs/")).decode())
+        except (ValueError, BadArgumentError):
+            raise FormatError(f"refused {key}: not a valid ref name in hex") from None
+        if _REF_VALUE_RE.fullmatch(os.pread(fd, 66, 0) if size == 65 else b"") is None:
+            raise FormatError(f"refused {key}: a ref holds 64 hex digits and a newline")
 
 
 def _parse_range(

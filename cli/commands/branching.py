@@ -85,6 +85,8 @@ def tag(name: str | None, rev: str, message: str | None, delete: bool, as_json: 
     from modelstore import api
 
     if name is None:
+        if delete or message is not None:
+            raise click.UsageError("give the tag NAME")
         items = api.tags(".")
         if as_json:
             emit_json([t.to_json() for t in items])

@@ -38,6 +38,9 @@ from modelstore.pack import FOOTER, HEADER, INDEX_ENTRY, PACK_MAGIC, read_pack_i
 # file stays at a few seconds while HYPOTHESIS_PROFILE=deep still digs deeper.
 FEW = settings(max_examples=max(25, settings.default.max_examples // 4))
 SOME = settings(max_examples=max(50, settings.default.max_examples // 2))
+#: raw bytes into a decoder are cheap: a few thousand examples in every profile (CI included).
+#: Every decoder gets as many in test_decoder_fuzz.py; these structured tests stay smaller.
+DECODER = settings(max_examples=max(2000, settings.default.max_examples))
 
 # -- strategies ---------------------------------------------------------------------------
 
@@ -231,6 +234,7 @@ def test_codec_encode_only_format_error(v):
     assert codec.encode(codec.decode(enc)) == enc
 
 
+@DECODER
 @given(st.binary(max_size=300))
 def test_codec_decode_then_encode_is_canonical(data):
     # whatever decodes re-encodes canonically, and that encoding is a fixed point
