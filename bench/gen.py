@@ -9,7 +9,7 @@ Memory stays bounded: every tensor is produced in pieces of at most ``PIECE_ELEM
 elements (16 MiB of float32), each from its own ``numpy.random.default_rng((seed,
 tensor, piece, ...))``, on a few worker threads with reused buffers (~160 MB RSS).
 Values are normal (std 0.02 for weights, 1 for norms); bf16 is the float32 truncated
-to its top 16 bits.
+to its top 16 bits, fp16 the float32 rounded to half precision.
 
 Usage: ``python -m bench.gen OUT --size 2GiB --dtype bf16 --seed 0 [--change-fraction 0.1]``
 """
@@ -41,9 +41,9 @@ GiB = 1024 * MiB
 PIECE_ELEMS = 4 * MiB  # elements per piece: 16 MiB of float32 scratch, <= 16 MiB written
 WEIGHT_STD = 0.02
 NORM_STD = 1.0
-DTYPES = ("bf16", "fp32", "mixed")
-_ST_DTYPE = {"bf16": "BF16", "fp32": "F32"}
-_ITEMSIZE = {"bf16": 2, "fp32": 4}
+DTYPES = ("bf16", "fp16", "fp32", "mixed")
+_ST_DTYPE = {"bf16": "BF16", "fp16": "F16", "fp32": "F32"}
+_ITEMSIZE = {"bf16": 2, "fp16": 2, "fp32": 4}
 # Constant metadata: it must not depend on seed/change parameters so that the header
 # (and therefore every absolute offset) is identical between versions.
 _METADATA = {"format": "pt", "generator": "modelstore bench.gen"}
@@ -78,7 +78,7 @@ def format_size(n: int) -> str:
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    dtype: str  # "bf16" | "fp32"
+    dtype: str  # "bf16" | "fp16" | "fp32"
     shape: tuple[int, ...]
     std: float
 
@@ -103,8 +103,8 @@ def layout(size_bytes: int, dtype: str = "bf16") -> list[TensorSpec]:
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    mat_dt = "fp32" if dtype == "fp32" else "bf16"
-    emb_dt = "bf16" if dtype == "bf16" else "fp32"
+    mat_dt = dtype if dtype in ("fp16", "fp32") else "bf16"
+    emb_dt = dtype if dtype in ("bf16", "fp16") else "fp32"
     norm_dt = emb_dt
     es_mat, es_emb = _ITEMSIZE[mat_dt], _ITEMSIZE[emb_dt]
 
@@ -233,6 +233,10 @@ def _fill_piece(buf: _Buf, spec: TensorSpec, n: int, seed_key: list[int]) -> mem
     np.multiply(f[half:], r[:rest], out=f[half:])
     if spec.dtype == "fp32":
         return memoryview(f).cast("B")
+    if spec.dtype == "fp16":
+        h = buf.u16[:n].view(np.float16)
+        np.copyto(h, f, casting="same_kind")  # round to nearest; small weights go subnormal
+        return memoryview(h.view(np.uint16)).cast("B")
     # bf16 = top 16 bits of the float32 (truncation); little-endian -> odd uint16 halves
     out = buf.u16[:n]
     np.copyto(out, f.view(np.uint16)[1::2])

@@ -786,7 +786,7 @@ class Bench:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="2GiB", help="checkpoint size (default 2GiB)")
-    ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp32", "mixed"))
+    ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32", "mixed"))
     ap.add_argument("--workdir", default=None, help="default: a new temp dir under /tmp")
     ap.add_argument("--only", default="", help=f"comma list of {','.join(WORKLOADS)} (+deps)")
     ap.add_argument("--json", default=None, metavar="OUT", help="also write results as JSON")

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALGORITHM",
+    "FEATURE_TENSOR_CHUNKING",
     "Chunker",
     "ChunkerParams",
     "cut_points",
@@ -42,6 +43,12 @@ __all__ = [
 
 ALGORITHM = "fastcdc-gear-nc2-v1"
 """The only chunking algorithm this version knows."""
+
+FEATURE_TENSOR_CHUNKING = "chunking-tensor-aware-v1"
+"""``compat`` feature: safetensors/GGUF files are also cut at each tensor start (FORMAT.md §5.5).
+
+Readers do not care how boundaries were chosen; writers that agree on the rule dedup alike.
+"""
 
 _MASK64 = (1 << 64) - 1
 _GAMMA = 0x9E3779B97F4A7C15

@@ -1,44 +1,94 @@
 """Layer 0: per-chunk compression; a one-byte codec tag in front of every stored chunk.
 
 A stored chunk is ``tag || payload``. The tag says how the payload turns back into the raw
-chunk, so new codecs (float-aware byte planes, deltas) slot in as new tags without a format
-break; a reader that meets a tag it does not know refuses with ``UnsupportedFormatError``.
+chunk, so new codecs slot in as new tags without rewriting old packs; a reader that meets a
+tag it does not know refuses with ``UnsupportedFormatError``.
 
 The choice between zstd and raw is cheap: a 4 KiB sample from the middle of the chunk is
 compressed first, and only when it saves at least ``MIN_SAVING`` is the whole chunk compressed;
 the result is then kept only if it saves ``MIN_SAVING`` too. Already-compressed or random
 data thus costs one small probe instead of a full compression pass.
+
+Float tensors barely compress with zstd (bf16 ~1.28x) because the well-predicted exponent
+bits share each byte with random mantissa bits. The **byte-plane** codec (tag 2, docs/FORMAT.md
+§8.1) splits a chunk of 2-, 4- or 8-byte elements into planes, byte ``j`` of every element in
+plane ``j`` (optionally after rotating each element left by one bit, so that the sign joins the
+mantissa and the top byte holds the whole exponent). The exponent plane then entropy-codes to
+~2.7 bits per byte with a zstd setting that finds almost no matches (Huffman literals only),
+and the near-random mantissa planes are stored as they are: bf16 ~1.49x, fp32 ~1.20x.
+Whether a chunk holds floats, of which width, and where its elements start (content-defined
+cuts fall anywhere) is estimated from byte histograms of the same 4 KiB sample; the plane
+codec is only used when the repository has the ``codec-planes-v1`` feature (``planes=True``).
 """
 
 from __future__ import annotations
 
+import math
+import struct
 import threading
+from typing import Any, NamedTuple
 
+import numpy as np
 import zstandard
 
 from modelstore.errors import CorruptObjectError, UnsupportedFormatError
 
 __all__ = [
     "CODEC_NAMES",
+    "CODEC_PLANES",
     "CODEC_RAW",
     "CODEC_ZSTD",
+    "FEATURE_PLANES",
     "KNOWN_CODECS",
     "MIN_SAVING",
+    "PLANE_WIDTHS",
     "ZSTD_LEVEL",
+    "CodecChooser",
+    "PlaneHint",
     "compress_chunk",
     "decompress_chunk",
+    "encode_planes",
+    "estimate_planes",
 ]
 
 CODEC_RAW = 0
 CODEC_ZSTD = 1
-KNOWN_CODECS = frozenset({CODEC_RAW, CODEC_ZSTD})
-CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd"}
+CODEC_PLANES = 2
+KNOWN_CODECS = frozenset({CODEC_RAW, CODEC_ZSTD, CODEC_PLANES})
+CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd", CODEC_PLANES: "planes"}
+#: the ``incompat`` feature a repository (and a remote) records before any chunk may use tag 2
+FEATURE_PLANES = "codec-planes-v1"
 
 #: zstd level 1: ~1 GB/s per core on bf16 weights here, and levels 3+ gain under 1% on them.
 ZSTD_LEVEL = 1
 #: compression must save at least this share of the bytes, or the chunk is stored raw.
 MIN_SAVING = 0.03
 _SAMPLE = 4096
+#: chunks this long or longer are probed (4 samples); shorter ones are simply compressed
+_PROBE_MIN = 4 * _SAMPLE
+
+#: element widths the plane codec accepts (bf16/fp16, fp32, fp64)
+PLANE_WIDTHS = (2, 4, 8)
+_PLANE_RAW = 0
+_PLANE_ZSTD = 1
+_TRANSFORM_NONE = 0
+_TRANSFORM_ROTATE = 1
+#: payload header: width, phase, transform, reserved (zero)
+_PLANES_HEAD = struct.Struct("<BBBB")
+#: one per plane: sub-codec, stored length
+_PLANE_DESC = struct.Struct("<BI")
+_UINT: dict[int, np.dtype[Any]] = {w: np.dtype(f"<u{w}") for w in PLANE_WIDTHS}
+_NATIVE: dict[int, np.dtype[Any]] = {w: np.dtype(f"u{w}") for w in (1, *PLANE_WIDTHS)}
+#: a plane is entropy-coded only when its sample entropy is below this (bits per byte);
+#: above it zstd would save under ~10% of the plane for a full pass over it
+_CODE_BELOW = 7.2
+#: what zstd's Huffman literals cost over the sample entropy (bits per byte; measured 0.07)
+_CODE_OVERHEAD = 0.12
+#: the plane estimate must beat the zstd probe by this share to choose planes
+_PLANES_MARGIN = 0.03
+#: rotating elements (transform 1) gains 1.0% on bf16 and 0.4% on fp32 but costs ~20% of
+#: the encode and decode speed (3 more passes over the chunk): the writer does not use it
+_ROTATE = False
 
 _local = threading.local()
 
@@ -51,6 +101,27 @@ def _compressor() -> zstandard.ZstdCompressor:
     return c
 
 
+def _plane_compressor() -> zstandard.ZstdCompressor:
+    # Exponent planes have ~2.6 bits of entropy per byte and few useful repeats: the fast
+    # strategy with 7-byte minimum matches and a 64-entry hash table finds almost none, so it
+    # runs at Huffman speed and ratio (min_match 4, i.e. level 1: 0.5x the speed, 1% larger).
+    c = getattr(_local, "p", None)
+    if c is None:
+        params = zstandard.ZstdCompressionParameters(
+            strategy=zstandard.STRATEGY_FAST,
+            min_match=7,
+            hash_log=6,
+            window_log=17,
+            search_log=1,
+            chain_log=6,
+            target_length=0,
+            write_checksum=0,
+            write_content_size=1,
+        )
+        c = _local.p = zstandard.ZstdCompressor(compression_params=params)
+    return c
+
+
 def _decompressor() -> zstandard.ZstdDecompressor:
     d = getattr(_local, "d", None)
     if d is None:
@@ -58,26 +129,310 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def compress_chunk(raw: bytes | memoryview, probe: bool = True) -> tuple[int, bytes | memoryview]:
+# -- choosing -----------------------------------------------------------------------------
+
+
+class PlaneHint(NamedTuple):
+    """How to split one chunk into byte planes.
+
+    ``width``: element size in bytes; ``phase``: bytes before the first whole element (a
+    content-defined cut falls anywhere); ``rotate``: rotate each element left by one bit
+    first (sign next to the mantissa, exponent alone in the top byte); ``coded``: per plane,
+    whether to try zstd on it (``None``: decide from a sample of the chunk).
+    """
+
+    width: int
+    phase: int = 0
+    rotate: bool = False
+    coded: tuple[bool, ...] | None = None
+
+    def at(self, phase: int) -> PlaneHint:
+        """The same split for a chunk whose elements start ``phase`` bytes in."""
+        return PlaneHint(self.width, phase % self.width, self.rotate, self.coded)
+
+
+_LOG_TABLE = np.zeros(2 * _SAMPLE + 1, dtype=np.float64)
+_LOG_TABLE[1:] = np.arange(1, 2 * _SAMPLE + 1) * np.log2(np.arange(1, 2 * _SAMPLE + 1))
+#: byte ``i`` of a sample lands in histogram row ``i % 4`` (``* 256``: one bincount for all)
+_ROW4 = (np.arange(_SAMPLE, dtype=np.intp) & 3) * 256
+
+
+def _entropies(counts: Any, total: int) -> Any:
+    """Shannon entropy (bits per byte) of each histogram row of ``total`` bytes."""
+    return np.log2(total) - _LOG_TABLE[counts].sum(axis=1) / total
+
+
+def _plane_bits(h: float) -> float:
+    """Estimated bits per byte of a plane of sample entropy ``h``, coded or stored raw."""
+    return h + _CODE_OVERHEAD if h < _CODE_BELOW else 8.0
+
+
+def estimate_planes(sample: bytes | memoryview) -> tuple[PlaneHint | None, float]:
+    """Guess from byte histograms whether a sample holds 2- or 4-byte floats.
+
+    Returns the split to use and its estimated size in bytes, or ``(None, inf)`` when no byte
+    position is predictable enough to pay. The sample must start at an offset of the chunk
+    that is a multiple of 8, so that residues mod 4 are the chunk's. One histogram per
+    residue mod 4 (those mod 2 are their sums): ~10 µs per 4 KiB.
+    """
+    mv = memoryview(sample).cast("B")
+    n = min(len(mv), _SAMPLE) & ~7
+    if n < 64:
+        return None, math.inf
+    s = np.frombuffer(mv, dtype=np.uint8, count=n)
+    c4 = np.bincount(s + _ROW4[:n], minlength=1024).reshape(4, 256)
+    xlogx = _LOG_TABLE[np.concatenate((c4, c4[:2] + c4[2:]))].sum(axis=1).tolist()
+    q = n // 4
+    h4 = [math.log2(q) - x / q for x in xlogx[:4]]
+    if min(h4) >= _CODE_BELOW:
+        return None, math.inf
+    h2 = [math.log2(2 * q) - x / (2 * q) for x in xlogx[4:]]
+    bits4 = sum(map(_plane_bits, h4)) * q
+    bits2 = sum(map(_plane_bits, h2)) * 2 * q
+    # bf16 scores the same either way (both odd residues are exponents): prefer fewer planes
+    width, h, bits = (4, h4, bits4) if bits4 < bits2 * 0.98 else (2, h2, bits2)
+    top = h.index(min(h))  # the exponent byte; elements start right after it
+    phase = (top + 1) % width
+    coded = tuple(h[(phase + j) % width] < _CODE_BELOW for j in range(width))
+    return PlaneHint(width, phase, _ROTATE, coded), bits / 8
+
+
+def compress_chunk(
+    raw: bytes | memoryview,
+    probe: bool = True,
+    hint: PlaneHint | None = None,
+    *,
+    planes: bool = False,
+) -> tuple[int, bytes | memoryview]:
     """Choose a codec for one chunk and return ``(codec, payload)``.
 
     The payload may be ``raw`` itself (codec ``CODEC_RAW``); callers write the tag byte and
     then the payload. ``probe=False`` skips the sample probe (the caller has just seen
     neighbouring chunks compress); the full result is still kept only if it pays.
+    ``planes`` allows the byte-plane codec (the repository has ``FEATURE_PLANES``); with a
+    ``hint`` (the dtype is known, or a neighbour was plane-coded) it is used without probing.
     """
     n = len(raw)
     if n < 64:
         return CODEC_RAW, raw
-    c = _compressor()
-    if probe and n >= 4 * _SAMPLE:
+    if planes and hint is not None:
+        return _keep(CODEC_PLANES, encode_planes(raw, hint), raw)
+    if probe and n >= _PROBE_MIN:
         mid = (n // 2) & ~7
-        sample = c.compress(raw[mid : mid + _SAMPLE])
-        if len(sample) > _SAMPLE * (1 - MIN_SAVING):
+        sample = memoryview(raw)[mid : mid + _SAMPLE]
+        z = len(_compressor().compress(sample))
+        ph, est = estimate_planes(sample) if planes else (None, math.inf)
+        limit = _SAMPLE * (1 - MIN_SAVING)
+        if ph is not None and est < min(z, limit) * (1 - _PLANES_MARGIN):
+            return _keep(CODEC_PLANES, encode_planes(raw, ph), raw)
+        if z > limit:
             return CODEC_RAW, raw
-    out: bytes = c.compress(raw)
-    if len(out) > n * (1 - MIN_SAVING):
+    elif planes and n < _PROBE_MIN:
+        # a short chunk (a file's last) costs little to encode both ways: keep the smaller
+        ph, _ = estimate_planes(memoryview(raw)[:_SAMPLE])
+        if ph is not None:
+            zp = encode_planes(raw, ph)
+            zz = _compressor().compress(raw)
+            if zp is not None and len(zp) < len(zz):
+                return _keep(CODEC_PLANES, zp, raw)
+            return _keep(CODEC_ZSTD, zz, raw)
+    return _keep(CODEC_ZSTD, _compressor().compress(raw), raw)
+
+
+def _keep(
+    codec: int, payload: bytes | None, raw: bytes | memoryview
+) -> tuple[int, bytes | memoryview]:
+    if payload is None or len(payload) > len(raw) * (1 - MIN_SAVING):
         return CODEC_RAW, raw
-    return CODEC_ZSTD, out
+    return codec, payload
+
+
+class CodecChooser:
+    """Codec choice for a run of consecutive chunks of one file (one ingest block).
+
+    Neighbouring chunks are alike, so a decision carries over: after a zstd chunk the next is
+    compressed without a probe, after a plane-coded one the next is split the same way (its
+    phase follows from its offset, so elements stay aligned across cuts); ``RECHECK`` chunks
+    after the last full estimate, the next chunk gets one again. After a raw chunk every chunk
+    is probed, but when the histograms found nothing predictable only with the 4 KiB zstd
+    probe (~3 µs, the histograms ~10 µs) until ``RECHECK_RAW`` chunks have passed.
+    """
+
+    RECHECK = 16
+    RECHECK_RAW = 64
+
+    def __init__(self, planes: bool = False) -> None:
+        self.planes = planes
+        self._hint: PlaneHint | None = None  # phase relative to offset 0 of the run
+        self._zstd = False
+        self._quiet = False  # the last histograms found nothing predictable
+        self._since = 0  # chunks since the last full estimate
+
+    def compress(self, raw: bytes | memoryview, offset: int) -> tuple[int, bytes | memoryview]:
+        """``compress_chunk`` for the chunk at ``offset`` of the run."""
+        self._since += 1
+        if self._hint is not None and self._since < self.RECHECK:
+            codec, payload = compress_chunk(
+                raw, hint=self._hint.at(self._hint.phase - offset), planes=True
+            )
+        elif self._zstd and self._since < self.RECHECK:
+            codec, payload = compress_chunk(raw, probe=False)
+        elif self._quiet and self._since < self.RECHECK_RAW and len(raw) >= _PROBE_MIN:
+            codec, payload = compress_chunk(raw)  # random so far: the zstd probe decides
+        else:
+            codec, payload = compress_chunk(raw, planes=self.planes)
+            self._quiet = self.planes and codec == CODEC_RAW
+            self._since = 0
+        self._zstd = codec == CODEC_ZSTD
+        self._hint = None
+        if codec == CODEC_PLANES:
+            width, phase, rotate = _PLANES_HEAD.unpack_from(payload)[:3]
+            coded = tuple(
+                _PLANE_DESC.unpack_from(payload, _PLANES_HEAD.size + j * _PLANE_DESC.size)[0]
+                == _PLANE_ZSTD
+                for j in range(width)
+            )
+            self._hint = PlaneHint(width, (phase + offset) % width, bool(rotate), coded)
+        return codec, payload
+
+
+# -- byte planes ----------------------------------------------------------------------------
+
+
+def encode_planes(raw: bytes | memoryview, hint: PlaneHint) -> bytes | None:
+    """The tag-2 payload of ``raw`` split as ``hint`` says (None: not one whole element).
+
+    Planes whose hint (or sample entropy) says they are predictable are zstd-coded, and kept
+    so only when that is smaller; the others are stored as they are.
+    """
+    w, p = hint.width, hint.phase
+    if w not in PLANE_WIDTHS or not 0 <= p < w:
+        raise ValueError(f"bad plane split: width {w}, phase {p}")
+    n = len(raw)
+    m = (n - p) // w
+    if m < 1:
+        return None
+    t = n - p - m * w
+    dt = _UINT[w]
+    e = np.frombuffer(raw, dtype=dt, count=m, offset=p)
+    if hint.rotate:
+        r = np.left_shift(e, 1)
+        r |= e >> (8 * w - 1)
+        e = r
+    # shift-and-truncate: ~4x faster than copying strided columns of a byte view
+    planes = [(e >> (8 * j) if j else e).astype(np.uint8) for j in range(w)]
+    coded = hint.coded
+    if coded is None:
+        coded = _coded_from_sample(planes)
+    zc = _plane_compressor()
+    descs: list[bytes] = []
+    parts: list[Any] = []
+    for j, plane in enumerate(planes):
+        if coded[j]:
+            z = zc.compress(plane.data)
+            if len(z) < m:
+                descs.append(_PLANE_DESC.pack(_PLANE_ZSTD, len(z)))
+                parts.append(z)
+                continue
+        descs.append(_PLANE_DESC.pack(_PLANE_RAW, m))
+        parts.append(plane.data)
+    head = _PLANES_HEAD.pack(w, p, _TRANSFORM_ROTATE if hint.rotate else _TRANSFORM_NONE, 0)
+    mv = memoryview(raw).cast("B")
+    return b"".join([head, *descs, mv[:p], *parts, mv[n - t :]])
+
+
+def _coded_from_sample(planes: list[Any]) -> tuple[bool, ...]:
+    """Per plane: is it predictable enough to entropy-code (histogram of its first KiB)?"""
+    k = min(len(planes[0]), 1024)
+    w = len(planes)
+    counts = np.bincount(
+        np.concatenate([pl[:k].astype(np.intp) + j * 256 for j, pl in enumerate(planes)]),
+        minlength=256 * w,
+    )
+    return tuple(bool(x < _CODE_BELOW) for x in _entropies(counts.reshape(w, 256), k))
+
+
+def _decode_planes(payload: memoryview, raw_len: int) -> bytes:
+    """Rebuild a chunk from a tag-2 payload, checking every length before using it."""
+    if len(payload) < _PLANES_HEAD.size:
+        raise CorruptObjectError("plane payload is shorter than its header")
+    w, p, transform, reserved = _PLANES_HEAD.unpack_from(payload)
+    if w not in PLANE_WIDTHS or p >= w or transform > _TRANSFORM_ROTATE or reserved:
+        raise CorruptObjectError(
+            f"plane payload has a bad header (width {w}, phase {p}, transform {transform})"
+        )
+    n = raw_len
+    if n < p + w:
+        raise CorruptObjectError(f"plane payload of width {w} for a chunk of {n} bytes")
+    m = (n - p) // w
+    t = n - p - m * w
+    pos = _PLANES_HEAD.size + w * _PLANE_DESC.size
+    if len(payload) < pos:
+        raise CorruptObjectError("plane payload is shorter than its plane table")
+    descs = [
+        _PLANE_DESC.unpack_from(payload, _PLANES_HEAD.size + j * _PLANE_DESC.size)
+        for j in range(w)
+    ]
+    for sub, length in descs:
+        if sub == _PLANE_RAW:
+            if length != m:
+                raise CorruptObjectError(f"raw plane is {length} bytes, expected {m}")
+        elif sub != _PLANE_ZSTD:
+            raise CorruptObjectError(f"plane payload uses unknown plane codec {sub}")
+    if pos + p + sum(length for _, length in descs) + t != len(payload):
+        raise CorruptObjectError("plane payload length does not add up")
+    head = payload[pos : pos + p]
+    pos += p
+    planes: list[Any] = []
+    for sub, length in descs:
+        data: bytes | memoryview = payload[pos : pos + length]
+        if sub == _PLANE_ZSTD:
+            data = _unzstd(data, m, "plane")
+        planes.append(np.frombuffer(data, dtype=np.uint8))
+        pos += length
+    # Interleave by shift-or, pairwise (bytes into u16, u16 into u32, ...: fewer bytes
+    # touched than shifting every plane to its place), computed in native byte order and
+    # stored little-endian below; ~1.6x faster than assigning strided byte columns.
+    while len(planes) > 1:
+        half = planes[0].dtype.itemsize
+        wide = _NATIVE[2 * half]
+        pairs = []
+        for lo, hi in zip(planes[::2], planes[1::2], strict=True):
+            x = np.left_shift(hi, 8 * half, dtype=wide)
+            x |= lo
+            pairs.append(x)
+        planes = pairs
+    e = planes[0]
+    if transform == _TRANSFORM_ROTATE:
+        r = np.right_shift(e, 1)
+        r |= e << (8 * w - 1)
+        e = r
+    body = e.astype(_UINT[w], copy=False).data  # little-endian bytes on any host
+    return b"".join((head, body, payload[pos:]))
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+def _unzstd(payload: bytes | memoryview, size: int, what: str) -> bytes:
+    """Decompress one zstd frame that must declare exactly ``size`` bytes (``size`` > 0)."""
+    # Our frames always declare their content size; insist it is the expected one before
+    # decompressing, so a hostile frame cannot make us allocate what it claims.
+    try:
+        declared = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as exc:
+        raise CorruptObjectError(f"zstd {what} has a bad frame header: {exc}") from None
+    if declared != size or size == 0:
+        raise CorruptObjectError(f"zstd {what} declares {declared} bytes, expected {size}")
+    try:
+        out: bytes = _decompressor().decompress(
+            payload, max_output_size=size, allow_extra_data=False
+        )
+    except zstandard.ZstdError as exc:
+        raise CorruptObjectError(f"zstd {what} does not decompress: {exc}") from None
+    if len(out) != size:
+        raise CorruptObjectError(f"zstd {what} decompressed to {len(out)} bytes, expected {size}")
+    return out
 
 
 def decompress_chunk(codec: int, payload: bytes | memoryview, raw_len: int) -> bytes:
@@ -89,23 +444,9 @@ def decompress_chunk(codec: int, payload: bytes | memoryview, raw_len: int) -> b
             raise CorruptObjectError(f"raw chunk is {len(payload)} bytes, expected {raw_len}")
         return bytes(payload)
     if codec == CODEC_ZSTD:
-        # Our frames always declare their content size; insist it is the expected one before
-        # decompressing, so a hostile frame cannot make us allocate what it claims.
-        try:
-            declared = zstandard.frame_content_size(payload)
-        except zstandard.ZstdError as exc:
-            raise CorruptObjectError(f"zstd payload has a bad frame header: {exc}") from None
-        if declared != raw_len or raw_len == 0:
-            raise CorruptObjectError(f"zstd frame declares {declared} bytes, expected {raw_len}")
-        try:
-            out: bytes = _decompressor().decompress(
-                payload, max_output_size=raw_len, allow_extra_data=False
-            )
-        except zstandard.ZstdError as exc:
-            raise CorruptObjectError(f"zstd payload does not decompress: {exc}") from None
-        if len(out) != raw_len:
-            raise CorruptObjectError(f"chunk decompressed to {len(out)} bytes, expected {raw_len}")
-        return out
+        return _unzstd(payload, raw_len, "payload")
+    if codec == CODEC_PLANES:
+        return _decode_planes(memoryview(payload).cast("B"), raw_len)
     raise UnsupportedFormatError(
         f"chunk uses codec {codec}, unknown to this version of modelstore (upgrade ms)"
     )

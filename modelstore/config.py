@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelstore import codec
-from modelstore.chunker import ChunkerParams
+from modelstore.chunker import FEATURE_TENSOR_CHUNKING, ChunkerParams
+from modelstore.compress import FEATURE_PLANES
 from modelstore.errors import FormatError, UnsupportedFormatError
 
 __all__ = [
@@ -31,9 +32,11 @@ __all__ = [
 
 FORMAT_VERSION = 1
 FORMAT_FILE_TEXT = f"modelstore repository format {FORMAT_VERSION}\n"
-KNOWN_INCOMPAT: frozenset[str] = frozenset()
+#: ``codec-planes-v1``: stored chunks may use codec tag 2, byte planes (docs/FORMAT.md §8)
+KNOWN_INCOMPAT: frozenset[str] = frozenset({FEATURE_PLANES})
 KNOWN_RO_COMPAT: frozenset[str] = frozenset()
-KNOWN_COMPAT: frozenset[str] = frozenset()
+#: ``chunking-tensor-aware-v1``: safetensors and GGUF files are cut at tensor starts (§5.5)
+KNOWN_COMPAT: frozenset[str] = frozenset({FEATURE_TENSOR_CHUNKING})
 #: ~64 MiB packs: few enough files for millions of chunks, small enough to upload in parts.
 DEFAULT_PACK_SIZE = 64 << 20
 

@@ -13,12 +13,28 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON for 
 
 @click.command()
 @click.argument("path", default=".", type=click.Path(file_okay=False))
+@click.option(
+    "--float-codec/--no-float-codec",
+    default=None,
+    help="Store float tensors as byte planes (default for new repositories; ms versions "
+    "before it cannot open such a repository). On an existing repository, --float-codec "
+    "turns it on.",
+)
 @json_opt
-def init(path: str, as_json: bool) -> None:
+def init(path: str, float_codec: bool | None, as_json: bool) -> None:
     """Create a repository in PATH (default: here), stored in PATH/.ms."""
+    import os
+
     from modelstore import api
 
-    repo = api.init(path)
+    if float_codec and os.path.exists(os.path.join(path, ".ms", "FORMAT")):
+        added = api.enable_float_codec(path)
+        if as_json:
+            emit_json({"path": os.path.abspath(path), "float_codec": True, "changed": added})
+        else:
+            say("float codec enabled" if added else "float codec was already enabled")
+        return
+    repo = api.init(path, planes=float_codec is not False)
     try:
         if as_json:
             emit_json({"path": str(repo.workdir), "repo_id": repo.config.repo_id, "branch": "main"})

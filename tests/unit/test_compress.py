@@ -85,11 +85,11 @@ def test_compress_probe_keeps_mostly_random_data_raw():
 
 
 def test_compress_codec_tags_pinned():
-    assert (CODEC_RAW, CODEC_ZSTD) == (0, 1)
-    assert compress.CODEC_NAMES == {0: "raw", 1: "zstd"}
+    assert (CODEC_RAW, CODEC_ZSTD, compress.CODEC_PLANES) == (0, 1, 2)
+    assert compress.CODEC_NAMES == {0: "raw", 1: "zstd", 2: "planes"}
 
 
-@pytest.mark.parametrize("codec", [2, 3, 255, -1])
+@pytest.mark.parametrize("codec", [3, 4, 255, -1])
 def test_compress_unknown_codec_unsupported(codec):
     with pytest.raises(UnsupportedFormatError, match=f"codec {codec}"):
         decompress_chunk(codec, b"xyz", 3)
