@@ -15,12 +15,16 @@ import click
 from modelstore import __version__
 from modelstore.errors import MsError
 
-from .commands import branching, diff, history, registry, remotes, serve, work
+from .commands import branching, diff, history, lineage, maintenance, registry, remotes, serve, work
 
 __all__ = ["cli", "main"]
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: click >= 8.2 raises this usage error to show the help of a group run without a command
+_NO_ARGS_IS_HELP: type[click.UsageError] = getattr(
+    click.exceptions, "NoArgsIsHelpError", type("_Never", (click.UsageError,), {})
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,7 +51,7 @@ def cli(ctx: click.Context, chdir: str | None) -> None:
             raise click.UsageError(f"cannot change to {chdir}: {exc.strerror}") from None
 
 
-for module in (work, history, branching, diff, remotes, serve, registry):
+for module in (work, history, branching, diff, lineage, remotes, serve, registry, maintenance):
     for command in module.COMMANDS:
         cli.add_command(command)
 
@@ -65,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"ms: error: {exc.message}", err=True)
         code = exc.exit_code
     except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except _NO_ARGS_IS_HELP as exc:  # `ms` or `ms remote` alone: the help, as click shows it
+        exc.show()
+        code = exc.exit_code
+    except click.UsageError as exc:  # one line like every other error, and where to look
+        where = exc.ctx.command_path if exc.ctx is not None else "ms"
+        click.echo(f"ms: error: {exc.format_message()} (see `{where} -h`)", err=True)
         code = exc.exit_code
     except click.ClickException as exc:
         exc.show()

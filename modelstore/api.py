@@ -12,25 +12,39 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from modelstore import aliases as _aliases
 from modelstore import branches as _br
+from modelstore import compare as _compare
 from modelstore import diff as _diff
+from modelstore import gc as _gc
 from modelstore import lineage as _lineage
 from modelstore import merge as _merge
 from modelstore import sync as _sync
 from modelstore.aliases import AliasInfo
+from modelstore.backend import open_backend
 from modelstore.branches import BranchInfo, TagInfo
 from modelstore.chunker import ChunkerParams
+from modelstore.compare import CompareResult
+from modelstore.compress import FEATURE_PLANES
+from modelstore.datasets import DatasetSummary
 from modelstore.diff import DiffResult
 from modelstore.errors import BadArgumentError, PathError
+from modelstore.gc import GcResult
 from modelstore.merge import MergeResult
 from modelstore.objects import Commit
 from modelstore.repository import Repository, Status
 from modelstore.sync import SyncResult
-from modelstore.verify import VerifyReport
+from modelstore.verify import Problem, RepairReport, VerifyReport
+from modelstore.verify import repair as _repair
 from modelstore.verify import verify as _verify
+from modelstore.verify import verify_remote as _verify_remote
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from modelstore.tensors import TensorInfo
 
 __all__ = [
     "AddResult",
@@ -40,10 +54,13 @@ __all__ = [
     "RepoLike",
     "add",
     "cat",
+    "dataset_schema",
     "checkout",
     "commit",
+    "enable_float_codec",
     "init",
     "log",
+    "load_tensor",
     "ls",
     "open_repo",
     "restore",
@@ -51,6 +68,7 @@ __all__ = [
     "show",
     "stats",
     "status",
+    "tensors",
     "alias_history",
     "alias_list",
     "alias_set",
@@ -63,6 +81,7 @@ __all__ = [
     "diff",
     "export",
     "fetch",
+    "gc",
     "pull",
     "push",
     "remote_add",
@@ -81,6 +100,9 @@ __all__ = [
     "tag_delete",
     "tags",
     "verify",
+    "verify_json",
+    "repair",
+    "repair_json",
 ]
 
 RepoLike = Repository | str | os.PathLike[str]
@@ -174,9 +196,22 @@ def init(
     *,
     chunker: ChunkerParams | None = None,
     pack_size: int | None = None,
+    planes: bool = True,
 ) -> Repository:
-    """Create a repository; return it open (the caller closes it)."""
-    return Repository.init(path, chunker=chunker, pack_size=pack_size)
+    """Create a repository; return it open (the caller closes it).
+
+    ``planes=False``: no byte-plane codec for floats, so older ms versions can read it.
+    """
+    return Repository.init(path, chunker=chunker, pack_size=pack_size, planes=planes)
+
+
+def enable_float_codec(repo: RepoLike) -> bool:
+    """Let an existing repository store floats as byte planes; False if it already did.
+
+    Versions of ms that do not know the ``codec-planes-v1`` feature then refuse it.
+    """
+    with open_repo(repo) as r:
+        return r.enable_feature(FEATURE_PLANES)
 
 
 def add(
@@ -228,14 +263,15 @@ def commit(
     """Commit the staging index with its provenance; return the new commit.
 
     ``metrics`` and ``params`` keep their types; ``inputs`` name what the model was trained
-    on (``PATH``, ``REV:PATH`` or a URL); ``capture`` records git, Python, packages, command
+    on (``PATH``, ``REV:PATH``, ``ms://REPO@REV/PATH`` or a URL), each pinned to its content
+    id (see ``lineage.resolve_inputs``); ``capture`` records git, Python, packages, command
     line, user and host. All of it is hashed into the commit id.
     """
     with open_repo(repo) as r:
         extra = _lineage.provenance(
             metrics=metrics,
             params=params,
-            inputs=inputs,
+            inputs=_lineage.resolve_inputs(r, inputs) if inputs else None,
             environment=_lineage.capture(r.workdir) if capture else None,
         )
         oid = r.commit(message, author=author, allow_empty=allow_empty, extra=extra)
@@ -298,6 +334,34 @@ def cat(repo: RepoLike, spec: str, out: BinaryIO) -> int:
         return r.cat(rev or "HEAD", path, out)
 
 
+def dataset_schema(repo: RepoLike, spec: str) -> DatasetSummary:
+    """Columns, types, rows and statistics of the CSV/TSV/Parquet file ``REV:PATH`` (or PATH).
+
+    Streams the stored file once (``Repository.open_file``); raises ``BadArgumentError`` for a
+    file that is not a dataset.
+    """
+    rev, sep, path = spec.partition(":")
+    if not sep:
+        rev, path = "HEAD", spec
+    if not path:
+        raise BadArgumentError(f"{spec!r}: give REV:PATH")
+    return _diff.dataset_summary(repo, path, rev or "HEAD")
+
+
+def tensors(repo: RepoLike, rev: str, path: str) -> list[TensorInfo]:
+    """The tensors of a safetensors file at ``rev`` (name, dtype, shape, byte range)."""
+    with open_repo(repo) as r:
+        return r.tensors(rev, path)
+
+
+def load_tensor(
+    repo: RepoLike, rev: str, path: str, name: str, *, raw: bool = False
+) -> npt.NDArray[Any]:
+    """One tensor as a numpy array, reading only the chunks it spans (see ``Repository``)."""
+    with open_repo(repo) as r:
+        return r.load_tensor(rev, path, name, raw=raw)
+
+
 def checkout(
     repo: RepoLike,
     rev: str,
@@ -338,11 +402,88 @@ def stats(repo: RepoLike) -> dict[str, Any]:
 
 
 def verify(
-    repo: RepoLike, *, read_data: bool = False, progress: ProgressFn | None = None
+    repo: RepoLike,
+    *,
+    read_data: bool = False,
+    remote: str | None = None,
+    progress: ProgressFn | None = None,
 ) -> VerifyReport:
-    """Check every reachable object, chunk and pack; ``read_data`` also hashes every chunk."""
+    """Check every reachable object, chunk and pack; ``read_data`` also hashes every chunk.
+
+    With ``remote``, check that remote instead (refs, bundles, pack indexes and packs).
+    """
     with open_repo(repo) as r:
-        return _verify(r, read_data=read_data, progress=progress)
+        if remote is None:
+            return _verify(r, read_data=read_data, progress=progress)
+        be = open_backend(r.remote_url(remote), **_options(r, remote))
+        _sync._check_format(be, create=False)
+        return _verify_remote(
+            be,
+            refs_of=_sync._remote_refs,  # the remote layout is read in one place
+            bundle_of=_sync._read_bundle,
+            name=remote,
+            read_data=read_data,
+            progress=progress,
+        )
+
+
+def repair(
+    repo: RepoLike, remote: str = "origin", *, progress: ProgressFn | None = None
+) -> RepairReport:
+    """Verify reading every chunk, then refetch what is damaged or missing from ``remote``.
+
+    Repaired chunks go into new packs and the chunk index moves to them; damaged pack files
+    are left for gc. ``RepairReport.after`` says what is still wrong (the remote lacked it).
+    """
+    with open_repo(repo) as r:
+        be = open_backend(r.remote_url(remote), **_options(r, remote))
+        _sync.adopt_remote_features(r, _sync._check_format(be, create=False))
+        return _repair(r, remote, be, bundle_of=_sync._read_bundle, progress=progress)
+
+
+def gc(
+    repo: RepoLike,
+    *,
+    remote: str | None = None,
+    dry_run: bool = False,
+    prune_older_than: str | float | None = None,
+    expire_reflog: str | float | None = "90d",
+    repack_threshold: float = _gc.REPACK_THRESHOLD,
+    progress: ProgressFn | None = None,
+    on_total: ProgressFn | None = None,
+) -> GcResult:
+    """Delete what no ref, reflog entry, staged file or merge reaches (``modelstore.gc``).
+
+    With ``remote``, on that remote instead, from its refs. Durations are ``14d``, ``12h``,
+    ``30m``, ``0`` or ``now`` (``expire_reflog`` also ``never``); the grace period
+    ``prune_older_than`` defaults to 1 hour locally and 14 days on a remote.
+    """
+    grace = _gc.parse_duration(prune_older_than, what="grace period")
+    expiry = _gc.parse_duration(expire_reflog, allow_never=True, what="reflog expiry")
+    with open_repo(repo) as r:
+        if remote is None:
+            return _gc.collect(
+                r,
+                dry_run=dry_run,
+                prune_older_than=_gc.LOCAL_GRACE if grace is None else grace,
+                expire_reflog=expiry,
+                repack_threshold=repack_threshold,
+                progress=progress,
+                on_total=on_total,
+            )
+        be = open_backend(r.remote_url(remote), **_options(r, remote))
+        _sync._check_format(be, create=False)
+        return _gc.collect_remote(
+            r,
+            remote,
+            be,
+            refs_of=_sync._remote_refs,  # the remote layout is read in one place
+            bundle_of=_sync._read_bundle,
+            dry_run=dry_run,
+            prune_older_than=_gc.REMOTE_GRACE if grace is None else grace,
+            progress=progress,
+            on_total=on_total,
+        )
 
 
 def verify_json(rep: VerifyReport) -> dict[str, Any]:
@@ -355,7 +496,33 @@ def verify_json(rep: VerifyReport) -> dict[str, Any]:
         "packs": rep.packs,
         "chunks_checked": rep.chunks_checked,
         "chunks_read": rep.chunks_read,
-        "problems": [asdict(p) for p in rep.problems],
+        "remote": rep.remote or None,
+        "problems": [_problem_json(p) for p in rep.problems],
+    }
+
+
+def _problem_json(p: Problem) -> dict[str, Any]:
+    return {
+        "kind": p.kind,
+        "detail": p.detail,
+        "where": p.where,
+        "affects": [{"path": a.path, "commits": list(a.commits)} for a in p.affects],
+    }
+
+
+def repair_json(res: RepairReport) -> dict[str, Any]:
+    """JSON form of a repair report: what was fixed, what could not be, and the state now."""
+    return {
+        "ok": res.ok,
+        "remote": res.remote,
+        "chunks_repaired": res.chunks_repaired,
+        "objects_repaired": res.objects_repaired,
+        "packs_written": res.packs_written,
+        "packs_retired": res.packs_retired,
+        "bytes_fetched": res.bytes_fetched,
+        "unrepaired": [_problem_json(p) for p in res.unrepaired],
+        "before": verify_json(res.before),
+        "after": verify_json(res.after),
     }
 
 
@@ -460,13 +627,32 @@ def diff(
     *,
     staged: bool = False,
     tensors: bool = True,
+    datasets: bool = True,
 ) -> DiffResult:
     """Compare two commits, a commit and the working tree, or the index and the working tree.
 
-    See ``modelstore.diff.diff``; safetensors files get a per-tensor comparison.
+    See ``modelstore.diff.diff``; safetensors files get a per-tensor comparison, CSV/TSV/Parquet
+    files a schema and statistics comparison (``datasets``).
     """
     with open_repo(repo) as r:
-        return _diff.diff(r, rev_a, rev_b, paths or (), staged=staged, tensors=tensors)
+        return _diff.diff(
+            r, rev_a, rev_b, paths or (), staged=staged, tensors=tensors, datasets=datasets
+        )
+
+
+def compare(
+    repo: RepoLike, rev_a: str, rev_b: str, *, files: bool = True, tensors: bool = True
+) -> CompareResult:
+    """Two commits as experiments: metrics (with deltas), params, inputs, packages, code, files."""
+    with open_repo(repo) as r:
+        return _compare.compare(r, rev_a, rev_b, files=files, tensors=tensors)
+
+
+def lineage(repo: RepoLike, spec: str = "HEAD") -> dict[str, Any]:
+    """Where ``REV`` or ``REV:PATH`` came from (inputs, code, environment) and what used it."""
+    rev, sep, path = spec.partition(":")
+    with open_repo(repo) as r:
+        return _lineage.lineage(r, rev or "HEAD", path if sep else None)
 
 
 # -- remotes -----------------------------------------------------------------------------------
@@ -501,7 +687,10 @@ def remotes(repo: RepoLike) -> dict[str, dict[str, Any]]:
         return dict(r.config.remotes)
 
 
-def _push_refs(r: Repository, refs_: list[str] | None, all_: bool, tags_: bool) -> list[str]:
+def _push_refs(
+    r: Repository, refs_: list[str] | None, all_: bool, tags_: bool, aliases_: bool = False
+) -> list[str]:
+    """Full names of the refs a push sends; ``--all`` means every branch and every alias."""
     from modelstore import refs as _refs
 
     with r.db.read() as txn:
@@ -516,6 +705,8 @@ def _push_refs(r: Repository, refs_: list[str] | None, all_: bool, tags_: bool) 
             names = [f"refs/heads/{branch}"]
         if tags_:
             names += [n for n, oid, _ in _refs.list_refs(txn, "refs/tags/") if oid]
+        if aliases_ or all_:
+            names += [n for n, oid, _ in _refs.list_refs(txn, _aliases.PREFIX) if oid]
     return names
 
 
@@ -534,19 +725,25 @@ def push(
     *,
     all_branches: bool = False,
     tags: bool = False,
+    aliases: bool = False,
     force: bool = False,
     force_with_lease: bool = False,
     progress: ProgressFn | None = None,
     on_total: ProgressFn | None = None,
 ) -> SyncResult:
-    """Send branches (default: the current one) and what they need to ``remote``."""
+    """Send branches (default: the current one) and what they need to ``remote``.
+
+    ``aliases`` (implied by ``all_branches``) sends every alias too, with the commits it names
+    even when no branch holds them; a single alias is sent by naming it (``@production``).
+    An alias moved on the remote since our last fetch is refused unless ``force``.
+    """
     with open_repo(repo) as r:
         url = r.remote_url(remote)
         return _sync.push(
             r,
             remote,
             url,
-            _push_refs(r, refs, all_branches, tags),
+            _push_refs(r, refs, all_branches, tags, aliases),
             force=force,
             force_with_lease=force_with_lease,
             progress=progress,
@@ -562,7 +759,11 @@ def fetch(
     progress: ProgressFn | None = None,
     on_total: ProgressFn | None = None,
 ) -> SyncResult:
-    """Get the remote's branches (as ``REMOTE/BRANCH``), tags and missing data."""
+    """Get the remote's branches (as ``REMOTE/BRANCH``), tags, aliases and missing data.
+
+    A local alias follows the remote's unless it was moved here since the last fetch; then it
+    is left alone and listed in ``aliases_diverged``.
+    """
     with open_repo(repo) as r:
         return _sync.fetch(
             r,
@@ -581,7 +782,7 @@ def pull(
     *,
     progress: ProgressFn | None = None,
 ) -> tuple[SyncResult, MergeResult]:
-    """Fetch, then merge ``REMOTE/BRANCH`` (default: the current branch's name)."""
+    """Fetch (aliases included), then merge ``REMOTE/BRANCH`` (default: the current branch)."""
     with open_repo(repo) as r:
         res = _sync.fetch(
             r, remote, r.remote_url(remote), progress=progress, options=_options(r, remote)

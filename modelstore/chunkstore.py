@@ -27,12 +27,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from blake3 import blake3
 
 from modelstore.chunker import Chunker, ChunkerParams
-from modelstore.compress import CODEC_RAW, compress_chunk, decompress_chunk
+from modelstore.compress import CodecChooser, decompress_chunk
 from modelstore.errors import (
     CorruptObjectError,
     FormatError,
@@ -52,6 +52,7 @@ from modelstore.objects import (
     pack_lengths,
 )
 from modelstore.pack import PackEntry, PackWriter
+from modelstore.tensors import SeekableReader, is_safetensors, read_header
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,6 +64,7 @@ __all__ = [
     "ChunkSink",
     "ChunkStore",
     "ManifestBuilder",
+    "PackMissingError",
     "StoreStats",
     "decode_loc",
     "storage_error",
@@ -83,6 +85,10 @@ class Readable(Protocol):
     """What ingest needs from a stream: ``readinto`` (raw files, BufferedReader, BytesIO)."""
 
     def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+class PackMissingError(CorruptObjectError):
+    """A pack named by the chunk index is not on disk (moved away by gc, or lost)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,177 @@ class ManifestBuilder:
         if self._segments:
             return FileManifest(size, content_hash, segments=tuple(self._segments))
         return FileManifest(size, content_hash, bytes(self._ids), pack_lengths(self._lens))
+
+
+def forced_cuts(stream: object) -> list[int]:
+    """Offsets where tensor-aware chunking must end a chunk (docs/FORMAT.md §5.5); [] if none.
+
+    A seekable stream that :func:`modelstore.tensors.read_header` accepts as a whole
+    safetensors file, or a GGUF v2/v3 file whose metadata parses, is cut where its data area
+    starts and where each tensor's data starts, so an unchanged tensor gives the same chunks
+    wherever it sits. Anything else (not seekable,
+    not safetensors, a header it refuses) gets plain content-defined chunking. The stream
+    position is restored.
+    """
+    seekable = getattr(stream, "seekable", None)
+    try:
+        if seekable is None or not seekable():
+            return []
+        f = cast("SeekableReader", stream)
+        pos = f.tell()
+    except (OSError, ValueError):
+        return []
+    try:
+        size = f.seek(0, os.SEEK_END)
+        head = _read_head(f)
+        if head[:4] == b"GGUF":
+            starts = _gguf_starts(f, size)
+        elif is_safetensors(f):
+            infos, _ = read_header(f)
+            (n,) = struct.unpack("<Q", head)
+            starts = [8 + n, *(t.start for t in infos)]
+        else:
+            return []
+    except (FormatError, OSError, ValueError, struct.error):
+        return []
+    finally:
+        try:
+            f.seek(pos)
+        except (OSError, ValueError):
+            pass
+    return sorted({c for c in starts if 0 < c < size})
+
+
+def _read_head(f: SeekableReader) -> bytes:
+    f.seek(0)
+    return f.read(8) or b""
+
+
+#: GGUF metadata value sizes by type (fixed-size types; 8 = string, 9 = array)
+_GGUF_FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_MAX_META = 256 << 20  # metadata + tensor infos; real files have a few MB (tokenizers)
+_GGUF_MAX_DIMS = 8
+
+
+class _Cursor:
+    """Buffered little-endian reads from offset 0 of ``f``, refusing past ``limit`` bytes."""
+
+    def __init__(self, f: SeekableReader, limit: int) -> None:
+        self.f, self.limit = f, limit
+        self.buf = b""
+        self.at = 0  # read position in buf
+        self.base = 0  # file offset of buf[0]
+        f.seek(0)
+
+    @property
+    def pos(self) -> int:
+        return self.base + self.at
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > self.limit:
+            raise FormatError("GGUF: metadata runs past its limit")
+        while len(self.buf) - self.at < n:
+            more = self.f.read(max(1 << 20, n))
+            if not more:
+                raise FormatError("GGUF: the file ends inside the metadata")
+            self.base += self.at
+            self.buf = self.buf[self.at :] + more
+            self.at = 0
+        out = self.buf[self.at : self.at + n]
+        self.at += n
+        return out
+
+    def u32(self) -> int:
+        return int(struct.unpack("<I", self.take(4))[0])
+
+    def u64(self) -> int:
+        return int(struct.unpack("<Q", self.take(8))[0])
+
+    def string(self) -> bytes:
+        return self.take(self.u64())
+
+
+def _gguf_skip(c: _Cursor, vtype: int) -> None:
+    if vtype in _GGUF_FIXED:
+        c.take(_GGUF_FIXED[vtype])
+    elif vtype == 8:
+        c.string()
+    elif vtype == 9:
+        etype, count = c.u32(), c.u64()
+        if etype in _GGUF_FIXED:
+            c.take(count * _GGUF_FIXED[etype])
+        elif etype == 8:
+            if count > c.limit:
+                raise FormatError("GGUF: array too long")
+            for _ in range(count):
+                c.string()
+        else:  # nested arrays: not used by real files
+            raise FormatError(f"GGUF: array of type {etype}")
+    else:
+        raise FormatError(f"GGUF: unknown value type {vtype}")
+
+
+def _gguf_starts(f: SeekableReader, size: int) -> list[int]:
+    """Start of the tensor data and of each tensor in a GGUF v2/v3 file (docs/FORMAT.md §5.5)."""
+    c = _Cursor(f, min(size, _GGUF_MAX_META))
+    c.take(4)
+    if c.u32() not in (2, 3):
+        raise FormatError("GGUF: only versions 2 and 3")
+    n_tensors, n_kv = c.u64(), c.u64()
+    if n_tensors > c.limit or n_kv > c.limit:
+        raise FormatError("GGUF: counts too large")
+    align = 32
+    for _ in range(n_kv):
+        key = c.string()
+        vtype = c.u32()
+        if key == b"general.alignment" and vtype == 4:
+            align = c.u32()
+        else:
+            _gguf_skip(c, vtype)
+    if align <= 0 or align & (align - 1):
+        raise FormatError("GGUF: alignment must be a power of two")
+    offsets = []
+    for _ in range(n_tensors):
+        c.string()
+        n_dims = c.u32()
+        if n_dims > _GGUF_MAX_DIMS:
+            raise FormatError("GGUF: too many dimensions")
+        c.take(8 * n_dims + 4)  # dims, ggml type
+        offsets.append(c.u64())
+    data = -(-c.pos // align) * align
+    if data > size or any(data + o > size for o in offsets):
+        raise FormatError("GGUF: tensor data runs past the end of the file")
+    return [data, *(data + o for o in offsets)]
+
+
+def _cut_block(
+    chunker: Chunker, new: memoryview, pos: int, cuts: list[int], i: int, eof: bool
+) -> tuple[list[int], int]:
+    """Chunk ends inside ``new`` (the stream's bytes from ``pos`` on), also at forced cuts.
+
+    ``cuts[i:]`` are the forced offsets not reached yet; returns the ends (relative to
+    ``new``, increasing, in ``[0, len(new)]``; 0 ends a chunk held over from earlier blocks)
+    and the new ``i``. At each forced offset the chunker is finished and so starts afresh.
+    """
+    n = len(new)
+    if i >= len(cuts) or cuts[i] > pos + n:  # the common case: no forced cut in this block
+        ends = chunker.feed(new)
+    else:
+        ends = []
+        off = 0
+        while i < len(cuts) and cuts[i] <= pos + n:
+            c = cuts[i] - pos
+            i += 1
+            if c < off:
+                continue
+            ends.extend(off + e for e in chunker.feed(new[off:c]))
+            if chunker.finish():
+                ends.append(c)
+            off = c
+        ends.extend(off + e for e in chunker.feed(new[off:]))
+    if eof and chunker.finish():
+        ends.append(n)
+    return ends, i
 
 
 def _fill(stream: Readable, view: memoryview, what: str) -> tuple[int, bool]:
@@ -298,6 +475,10 @@ class ChunkStore:
         self._pid = os.getpid()
         #: for a lazy clone: chunk id -> (stored bytes, location) fetched from the remote
         self.fallback: Callable[[bytes], tuple[bytes, ChunkLoc] | None] | None = None
+        #: new chunks may use the byte-plane codec (the repository has ``codec-planes-v1``)
+        self.planes = False
+        #: also cut safetensors files at tensor starts (``chunking-tensor-aware-v1``, §5.5)
+        self.tensor_aware = False
 
     # -- plumbing ---------------------------------------------------------------------------
     def _after_fork(self) -> None:
@@ -359,26 +540,44 @@ class ChunkStore:
         return self.packs_dir / h[:2] / f"{h}.pack"
 
     def _pack_fd(self, pack_id: bytes) -> int:
+        """A descriptor of the pack for the caller alone, who must close it.
+
+        It is a ``dup`` of the cached one: another thread may close the cached descriptor at
+        any moment (LRU eviction, ``forget_pack``) and its number be reused for another pack,
+        which made parallel reads over more than 64 packs read the wrong pack now and then.
+        """
         self._after_fork()
         with self._fd_lock:
             fd = self._fds.get(pack_id)
+            path = self.pack_path(pack_id)
             if fd is not None:
                 self._fds.move_to_end(pack_id)
-                return fd
-            path = self.pack_path(pack_id)
+            else:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    raise PackMissingError(
+                        f"pack {pack_id.hex()[:16]} is missing from the repository ({path}; "
+                        "run `ms verify`)"
+                    ) from None
+                except OSError as exc:
+                    raise StorageError(f"cannot open pack {path}: {exc}") from None
+                self._fds[pack_id] = fd
+                if len(self._fds) > 64:
+                    _, old = self._fds.popitem(last=False)
+                    os.close(old)
             try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                raise CorruptObjectError(
-                    f"pack {pack_id.hex()[:16]} is missing from the repository (run `ms verify`)"
-                ) from None
+                return os.dup(fd)
             except OSError as exc:
                 raise StorageError(f"cannot open pack {path}: {exc}") from None
-            self._fds[pack_id] = fd
-            if len(self._fds) > 64:
-                _, old = self._fds.popitem(last=False)
-                os.close(old)
-            return fd
+
+    def forget_pack(self, pack_id: bytes) -> None:
+        """Close a cached descriptor of a pack that gc deleted, so its disk space is freed."""
+        self._after_fork()
+        with self._fd_lock:
+            fd = self._fds.pop(pack_id, None)
+        if fd is not None:
+            os.close(fd)
 
     def _commit_pack(self, writer: PackWriter) -> None:
         try:
@@ -412,14 +611,44 @@ class ChunkStore:
         """The stored bytes (tag + payload) of a chunk, unverified."""
         fd = self._pack_fd(loc.pack_id)
         try:
+            # never trust the index with a read size: an absurd entry must not allocate it
+            if loc.offset + loc.stored_len > os.fstat(fd).st_size:
+                raise CorruptObjectError(
+                    f"pack {self.pack_path(loc.pack_id)} is truncated, or the chunk index is "
+                    f"damaged: chunk at offset {loc.offset} ({loc.stored_len} bytes) lies past "
+                    "its end (run `ms verify`)"
+                )
             data = os.pread(fd, loc.stored_len, loc.offset)
         except OSError as exc:
-            raise StorageError(f"I/O error reading pack {loc.pack_id.hex()[:16]}: {exc}") from None
+            raise StorageError(
+                f"I/O error reading pack {self.pack_path(loc.pack_id)} at offset {loc.offset}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        finally:
+            os.close(fd)
         if len(data) != loc.stored_len:
             raise CorruptObjectError(
-                f"pack {loc.pack_id.hex()[:16]} is truncated (chunk at offset {loc.offset})"
+                f"pack {self.pack_path(loc.pack_id)} is truncated (chunk at offset {loc.offset})"
             )
         return data
+
+    def read_current(self, chunk_id: bytes, loc: ChunkLoc) -> tuple[bytes, ChunkLoc] | None:
+        """The stored bytes of a chunk located in an earlier snapshot, and where they were.
+
+        If gc moved the chunk and deleted its old pack since that snapshot, the chunk is
+        located again in a fresh one and read there, once: a reader running beside gc in
+        another process survives it. ``None``: the chunk is no longer indexed.
+        """
+        try:
+            return self.read_stored(loc), loc
+        except PackMissingError:
+            with self.db.read() as txn:
+                fresh = self.locate(txn, chunk_id)
+            if fresh == loc:
+                raise
+            if fresh is None:
+                return None
+            return self.read_stored(fresh), fresh
 
     def decode_verified(self, chunk_id: bytes, loc: ChunkLoc, stored: bytes) -> bytes:
         """Decompress stored bytes and check them against the chunk id."""
@@ -439,9 +668,10 @@ class ChunkStore:
         """Read one chunk, verified (from the lazy remote when it is not here)."""
         with self.db.read() as txn:
             loc = self.locate(txn, chunk_id)
-        if loc is None:
+        got = None if loc is None else self.read_current(chunk_id, loc)
+        if got is None:
             return self._missing(chunk_id)
-        return self.decode_verified(chunk_id, loc, self.read_stored(loc))
+        return self.decode_verified(chunk_id, got[1], got[0])
 
     def _missing(self, chunk_id: bytes) -> bytes:
         """A chunk not stored here: fetched from the remote of a lazy clone, else an error."""
@@ -459,10 +689,11 @@ class ChunkStore:
             locs = [self.locate(txn, c) for c in ids]
         out = []
         for cid, loc in zip(ids, locs, strict=True):
-            if loc is None:
+            got = None if loc is None else self.read_current(cid, loc)
+            if got is None:
                 out.append(self._missing(cid))
                 continue
-            out.append(self.decode_verified(cid, loc, self.read_stored(loc)))
+            out.append(self.decode_verified(cid, got[1], got[0]))
         return out
 
     def iter_chunks(self, chunk_ids: Iterable[bytes]) -> Iterator[bytes]:
@@ -495,7 +726,8 @@ class ChunkStore:
     ) -> list[tuple[bytes, int, int, bytes | memoryview | None]]:
         out: list[tuple[bytes, int, int, bytes | memoryview | None]] = []
         start = 0
-        probe = True
+        # neighbouring chunks of a file are alike: codec decisions carry over within a block
+        chooser = CodecChooser(self.planes)
         with self.db.read() as txn:
             for end in ends:
                 piece = view[start:end]
@@ -503,10 +735,7 @@ class ChunkStore:
                 if cid in pending or txn.get("chunks", cid) is not None:
                     out.append((cid, end - start, -1, None))
                 else:
-                    # probe only until a chunk of this block compresses: neighbours in a file
-                    # are alike, and for compressible data the probe is pure overhead
-                    codec, payload = compress_chunk(piece, probe)
-                    probe = codec == CODEC_RAW
+                    codec, payload = chooser.compress(piece, start)
                     out.append((cid, end - start, codec, payload))
                 start = end
         return out
@@ -516,8 +745,19 @@ class ChunkStore:
     ) -> FileManifest:
         """Chunk, hash, dedup and store a stream; return its manifest."""
         chunker = Chunker(self.params)
+        cuts = forced_cuts(stream) if self.tensor_aware else []
+        ci = 0
         file_hash = blake3()
         cap = BLOCK + self.params.max_size
+        # a small file gets small block buffers: zero-filling 4 x 8 MiB for each of thousands
+        # of small files made `ms add` take ~25 ms per file (boundaries do not depend on the
+        # block size, and a file that grows meanwhile just takes more blocks)
+        fileno = getattr(stream, "fileno", None)
+        if fileno is not None:
+            try:
+                cap = min(cap, os.fstat(fileno()).st_size + self.params.max_size + 1)
+            except (OSError, ValueError):
+                pass
         bufs = [bytearray(cap) for _ in range(N_BUFFERS)]
         inflight: deque[
             tuple[Future[list[tuple[bytes, int, int, bytes | memoryview | None]]], Future[None]]
@@ -554,11 +794,8 @@ class ChunkStore:
                     mv[:tail] = prev[prev_end - tail : prev_end]
                 n, eof = _fill(stream, mv[tail:cap], "added")
                 new = mv[tail : tail + n]
-                ends = [tail + c for c in chunker.feed(new)]
-                if eof:
-                    last = chunker.finish()
-                    if last:
-                        ends.append(tail + n)
+                cut, ci = _cut_block(chunker, new, size, cuts, ci, eof)
+                ends = [tail + c for c in cut]
                 size += n
                 hfut = hasher_pool.submit(_update, file_hash, new)
                 fut = pool.submit(self._process_block, mv, ends, sink.pending)
@@ -612,6 +849,8 @@ class ChunkStore:
         run in parallel).
         """
         chunker = Chunker(self.params)
+        cuts = forced_cuts(stream) if self.tensor_aware else []
+        ci = 0
         file_hash = blake3()
         cap = BLOCK + self.params.max_size
         mv = memoryview(bytearray(cap))
@@ -630,14 +869,12 @@ class ChunkStore:
             n, eof = _fill(stream, mv[tail:cap], "scanned")
             new = mv[tail : tail + n]
             file_hash.update(new)
+            cut, ci = _cut_block(chunker, new, size, cuts, ci, eof)
             size += n
             start = 0
-            for end in chunker.feed(new):
+            for end in cut:
                 emit(mv[start : tail + end])
                 start = tail + end
-            if eof and chunker.finish():
-                emit(mv[start : tail + n])
-                start = tail + n
             rest = tail + n - start
             if rest:
                 mv[:rest] = bytes(mv[start : start + rest])  # shorter than max_size

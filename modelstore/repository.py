@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from blake3 import blake3
 
 from modelstore import codec, reflog, refs
-from modelstore.chunker import ChunkerParams
+from modelstore.chunker import FEATURE_TENSOR_CHUNKING, ChunkerParams
 from modelstore.chunkstore import ChunkStore, StoreStats, storage_error
-from modelstore.config import FORMAT_FILE_TEXT, RepoConfig, parse_format_file
+from modelstore.compress import FEATURE_PLANES
+from modelstore.config import FORMAT_FILE_TEXT, KNOWN_INCOMPAT, RepoConfig, parse_format_file
 from modelstore.errors import (
     BadArgumentError,
     CorruptObjectError,
@@ -68,7 +69,9 @@ from modelstore.objects import (
 )
 
 if TYPE_CHECKING:
-    pass
+    import numpy.typing as npt
+
+    from modelstore.tensors import TensorInfo
 
 __all__ = [
     "MS_DIR",
@@ -118,7 +121,14 @@ class IndexEntry:
     def decode(cls, raw: bytes) -> IndexEntry:
         """Parse a stored entry."""
         v = codec.decode(raw)
-        if not (isinstance(v, list) and len(v) >= 8 and v[0] == 1):
+        if not (
+            isinstance(v, list)
+            and len(v) >= 8
+            and all(type(x) is int for x in v[:1] + v[2:8])  # not bool, not float
+            and v[0] == 1
+            and isinstance(v[1], bytes)
+            and len(v[1]) == ID_LEN
+        ):
             raise FormatError("malformed staging index entry")
         return cls(ObjectId(v[1]), v[2], v[3], v[4], v[5], v[6], v[7])
 
@@ -174,7 +184,32 @@ class MergeState:
     def decode(cls, raw: bytes) -> MergeState:
         """Parse the stored form."""
         v = codec.decode(raw)
-        if not (isinstance(v, list) and len(v) == 5 and v[0] == 1):
+
+        def side(x: Any) -> bool:  # nil, or [manifest id, mode, size]
+            return x is None or (
+                isinstance(x, list)
+                and len(x) == 3
+                and isinstance(x[0], bytes)
+                and len(x[0]) == ID_LEN
+                and type(x[1]) is int
+                and type(x[2]) is int
+            )
+
+        if not (
+            isinstance(v, list)
+            and len(v) == 5
+            and type(v[0]) is int
+            and v[0] == 1
+            and v[1] in ("merge", "revert")
+            and isinstance(v[2], bytes)
+            and len(v[2]) == ID_LEN
+            and isinstance(v[3], str)
+            and isinstance(v[4], dict)
+            and all(
+                isinstance(p, str) and isinstance(s, list) and len(s) == 3 and all(map(side, s))
+                for p, s in v[4].items()
+            )
+        ):
             raise FormatError("malformed merge state")
         conflicts = {p: tuple(tuple(x) if x else None for x in sides) for p, sides in v[4].items()}
         return cls(v[1], ObjectId(v[2]), v[3], conflicts)  # type: ignore[arg-type]
@@ -201,6 +236,39 @@ class Status:
 
 def _mode_of(st: os.stat_result) -> int:
     return MODE_EXEC if st.st_mode & 0o111 else MODE_FILE
+
+
+#: temporary files of ``_write_file`` are ``.<name>.ms-tmp-<pid>`` (FORMAT §13 rule 6)
+TMP_MARK = ".ms-tmp-"
+
+
+def _tmp_pid(name: str) -> int | None:
+    """The writer's pid if ``name`` is one of our temporary file names, else None."""
+    stem, mark, pid = name.rpartition(TMP_MARK)
+    if not mark or not stem.startswith(".") or not pid.isdigit() or pid.startswith("0"):
+        return None
+    return int(pid)
+
+
+def _remove_stale_tmp(folder: Path) -> None:
+    """Delete temporary files in ``folder`` left by writers that no longer run (killed ones)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        pid = _tmp_pid(name)
+        if pid is None or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # its writer still runs (or its pid was reused): leave it
+        except ProcessLookupError:
+            pass
+        except (OSError, OverflowError):  # EPERM: alive, another user's
+            continue
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
 
 
 def _author() -> str:
@@ -237,6 +305,8 @@ class Repository:
         self.store = ChunkStore(
             self.ms_dir, self.db, self.config.chunker, self.config.pack_size, threads
         )
+        self.store.planes = FEATURE_PLANES in self.config.incompat
+        self.store.tensor_aware = FEATURE_TENSOR_CHUNKING in self.config.compat
         self.lock = RepoLock(self.ms_dir / "lock")
         self._lazy: LazyFetcher | None = None
         for name, settings in self.config.remotes.items():
@@ -256,8 +326,16 @@ class Repository:
         chunker: ChunkerParams | None = None,
         pack_size: int | None = None,
         threads: int | None = None,
+        planes: bool = True,
+        tensor_aware: bool = True,
     ) -> Repository:
-        """Create a repository in ``path`` (its working tree) and return it open."""
+        """Create a repository in ``path`` (its working tree) and return it open.
+
+        ``planes=False`` leaves out the byte-plane codec for floats (``codec-planes-v1``), so
+        that versions of ms from before it can still open the repository.
+        ``tensor_aware=False`` chunks safetensors files with plain CDC, like repositories made
+        before ``chunking-tensor-aware-v1`` (to keep dedup with data chunked that way).
+        """
         workdir = Path(path).absolute()
         ms = workdir / MS_DIR
         if (ms / "FORMAT").exists():
@@ -269,6 +347,10 @@ class Repository:
         except OSError as exc:
             raise StorageError(f"cannot create {ms}: {exc}") from None
         cfg = RepoConfig(chunker=chunker or ChunkerParams())
+        if planes:
+            cfg.incompat.append(FEATURE_PLANES)
+        if tensor_aware:
+            cfg.compat.append(FEATURE_TENSOR_CHUNKING)
         if pack_size is not None:
             cfg.pack_size = pack_size
         db = open_metadb(ms / "meta")
@@ -398,6 +480,32 @@ class Repository:
         with self._writing():
             self.db.write(fn)
 
+    def enable_feature(self, name: str) -> bool:
+        """Record an ``incompat`` feature in the config; False if it was already there.
+
+        From then on versions of ms that do not know the feature refuse the repository, which
+        is the point: it may now hold data they would misread (FORMAT §1).
+        """
+        if name not in KNOWN_INCOMPAT:
+            raise BadArgumentError(f"unknown repository feature {name!r}")
+        added = False
+
+        def fn(txn: Txn) -> None:
+            nonlocal added
+            raw = txn.get("meta", b"config")
+            assert raw is not None
+            cfg = RepoConfig.decode(raw, for_write=True)
+            added = name not in cfg.incompat
+            if added:
+                cfg.incompat.append(name)
+                txn.put("meta", b"config", cfg.encode())
+            self.config = cfg
+
+        with self._writing():
+            self.db.write(fn)
+        self.store.planes = FEATURE_PLANES in self.config.incompat
+        return added
+
     def remote_url(self, name: str) -> str:
         """The URL of a configured remote."""
         with self.db.read() as txn:
@@ -520,6 +628,11 @@ class Repository:
             raise RefNotFoundError(f"{name or 'HEAD'} has no entry {n} in its reflog")
         oid = log[-1 - n].new
         assert oid is not None
+        if txn.get("objects", oid) is None:  # the entry outlived its expiry (FORMAT §15)
+            raise RefNotFoundError(
+                f"{name or 'HEAD'}@{{{n}}} is {oid.hex()[:12]}, which was garbage-collected "
+                "(its reflog entry had expired when `ms gc` ran)"
+            )
         return self._peel(txn, oid)
 
     def _full_ref(self, txn: Txn, name: str) -> str:
@@ -684,7 +797,11 @@ class Repository:
                     if de.is_dir(follow_symlinks=False):
                         if not ignored(p + "/"):
                             stack.append(p)
-                    elif de.is_file(follow_symlinks=False) and not ignored(p):
+                    elif (
+                        de.is_file(follow_symlinks=False)
+                        and not ignored(p)
+                        and _tmp_pid(de.name) is None  # a checkout's temporary file
+                    ):
                         yield p, de.stat(follow_symlinks=False)
 
     # -- staging ----------------------------------------------------------------------------
@@ -831,7 +948,7 @@ class Repository:
             if not cached:
                 for p in removed:
                     with contextlib.suppress(FileNotFoundError):
-                        self._abs(p).unlink()
+                        self._unlink_tracked(p)
         return removed
 
     # -- status -----------------------------------------------------------------------------
@@ -929,6 +1046,13 @@ class Repository:
         return oid
 
     def _write_trees(self, txn: Txn, index: dict[str, IndexEntry]) -> ObjectId:
+        return self._build_trees(index, lambda t: self._put(txn, t))[""]
+
+    @staticmethod
+    def _build_trees(
+        index: dict[str, IndexEntry], put: Callable[[Tree], ObjectId]
+    ) -> dict[str, ObjectId]:
+        """Every directory's tree id (``""`` is the root), each tree passed to ``put``."""
         dirs: dict[str, list[TreeEntry]] = {"": []}
         for p in index:
             parts = p.split("/")
@@ -940,16 +1064,32 @@ class Repository:
                 TreeEntry(check_name(name), False, ie.mode, ie.size, ie.manifest_id)
             )
         # deepest first, so each directory's subtrees exist before its own tree is written
-        root: ObjectId | None = None
+        ids: dict[str, ObjectId] = {}
         for d in sorted(dirs, key=lambda d: d.count("/") + (1 if d else 0), reverse=True):
-            oid = self._put(txn, Tree(tuple(dirs[d])))
-            if not d:
-                root = oid
-            else:
+            oid = ids[d] = put(Tree(tuple(dirs[d])))
+            if d:
                 parent, _, name = d.rpartition("/")
                 dirs[parent].append(TreeEntry(name, True, 0o040000, 0, oid))
-        assert root is not None
-        return root
+        return ids
+
+    def staged_entry(self, path: str) -> TreeEntry | None:
+        """What ``path`` (a file or a folder) will be in the next commit, from the staging index.
+
+        A folder's id is the tree id the commit will give it, computed without writing.
+        """
+        rel = path.strip("/")
+        with self.db.read() as txn:
+            index = self._index(txn)
+        if rel in index:
+            ie = index[rel]
+            return TreeEntry(rel.rpartition("/")[2] or rel, False, ie.mode, ie.size, ie.manifest_id)
+        prefix = f"{rel}/" if rel else ""
+        sub = {p: ie for p, ie in index.items() if p.startswith(prefix)}
+        if not sub:
+            return None
+        tree_id = self._build_trees(sub, lambda t: encode_object(t)[0])[rel]
+        size = sum(ie.size for ie in sub.values())
+        return TreeEntry(rel.rpartition("/")[2], True, 0o040000, size, tree_id)
 
     # -- history ----------------------------------------------------------------------------
     def log(
@@ -1042,8 +1182,8 @@ class Repository:
                 if h is not None:
                     h.update(data)
                 yield data
-        except CorruptObjectError as exc:
-            raise CorruptObjectError(f"{where}: {exc.message}") from None
+        except MsError as exc:  # name the file and commit (same error class)
+            raise type(exc)(f"{where}: {exc.message}") from None
         if h is not None and h.digest() != manifest.content_hash:
             raise CorruptObjectError(f"{where}: file content does not match its hash")
 
@@ -1055,6 +1195,44 @@ class Repository:
             out.write(data)
             n += len(data)
         return n
+
+    def tensors(self, rev: str, path: str) -> list[TensorInfo]:
+        """The tensors of a safetensors file at ``rev``, in file order, from its header only.
+
+        Raises:
+            PathError: If ``path`` is not a file in ``rev``.
+            BadArgumentError: If the file is not a safetensors file (judged by content).
+            FormatError: If its header is malformed.
+        """
+        with self.open_file(path, rev) as f:
+            return _safetensors_header(f)
+
+    def load_tensor(
+        self, rev: str, path: str, name: str, *, raw: bool = False
+    ) -> npt.NDArray[Any]:
+        """One tensor of a safetensors file at ``rev`` as a numpy array, shaped.
+
+        Reads the header and then only the chunks the tensor's byte range spans, straight into
+        the array's buffer. Dtypes follow ``tensors.decode`` (numpy has no bfloat16): BF16 is
+        widened to float32 (exact), BOOL becomes bool, FP8 stays its raw uint8 bytes. With
+        ``raw`` the stored bits are returned instead (BF16 as uint16, BOOL as uint8), which for
+        BF16 halves the memory; ``torch.from_numpy(a).view(torch.bfloat16)`` turns that into
+        a torch tensor without a copy.
+
+        Raises:
+            BadArgumentError: If the file has no tensor ``name``, or is not safetensors.
+            PathError: If ``path`` is not a file in ``rev``.
+        """
+        with self.open_file(path, rev) as f:
+            infos = _safetensors_header(f)
+            info = next((t for t in infos if t.name == name), None)
+            if info is None:
+                shown = ", ".join(repr(t.name) for t in infos[:5])
+                more = f", ... ({len(infos)} in all)" if len(infos) > 5 else ""
+                raise BadArgumentError(
+                    f"{f.name}: no tensor {name!r} (it has {shown or 'none'}{more})"
+                )
+            return _read_array(f, info, raw)
 
     # -- checkout ---------------------------------------------------------------------------
     def checkout(
@@ -1124,6 +1302,7 @@ class Repository:
             remove = [p for p in index if p not in files]
             touch = set(files) | set(remove)
         if not force:
+            staged = {p for _, p in st.staged}
             conflicts = sorted(
                 p
                 for p in touch
@@ -1134,9 +1313,14 @@ class Repository:
                     or index[p].manifest_id != files[p].id
                     or p in st.modified
                 )
+                # already as the target has it (a killed checkout got that far): nothing is lost
+                and not (
+                    p not in staged
+                    and (self._holds(p, files[p]) if p in files else p in st.deleted)
+                )
             )
             untracked = set(st.untracked)
-            clobber = sorted(p for p in files if p in untracked)
+            clobber = sorted(p for p in files if p in untracked and not self._holds(p, files[p]))
             if conflicts or clobber:
                 bad = (conflicts + clobber)[:5]
                 raise UncommittedChangesError(
@@ -1163,7 +1347,7 @@ class Repository:
         written = len(todo)
         for p in remove:
             with contextlib.suppress(FileNotFoundError):
-                self._abs(p).unlink()
+                self._unlink_tracked(p)
             self._prune_dirs(p)
         self._sync_dirs()
         branch = None
@@ -1201,6 +1385,20 @@ class Repository:
             return False
         return _hash_file(self._abs(rel)) == self.get_manifest(cur.manifest_id).content_hash
 
+    def _holds(self, rel: str, e: TreeEntry) -> bool:
+        """Whether the working file already holds ``e`` (content and mode).
+
+        Writing ``e`` over such a file loses nothing: a checkout or merge that was killed
+        after writing it left it so, and re-running that operation must not refuse.
+        """
+        try:
+            st = os.lstat(self._abs(rel))
+        except OSError:
+            return False
+        if not statmod.S_ISREG(st.st_mode) or st.st_size != e.size or _mode_of(st) != e.mode:
+            return False
+        return _hash_file(self._abs(rel)) == self.get_manifest(e.id).content_hash
+
     def _materialize(
         self, files: dict[str, TreeEntry], index: dict[str, IndexEntry], commit: bytes | None
     ) -> tuple[dict[str, IndexEntry], list[str]]:
@@ -1227,7 +1425,7 @@ class Repository:
         for p in index:
             if p not in files:
                 try:
-                    self._abs(p).unlink()
+                    self._unlink_tracked(p)
                 except FileNotFoundError:
                     pass
                 except OSError as exc:
@@ -1248,14 +1446,36 @@ class Repository:
                 txn.put("index", p.encode(), ie.encode())
 
     def _sync_dirs(self) -> None:
-        """Make the renames of written files durable: one fsync per folder touched."""
+        """Make the renames of written files durable: one fsync per folder touched.
+
+        Temporary files that a killed writer left in those folders go too, so re-running a
+        crashed checkout or merge leaves nothing behind.
+        """
         dirs, self._dirty_dirs = self._dirty_dirs, set()
         for d in dirs:
+            _remove_stale_tmp(d)
             with contextlib.suppress(OSError):
                 fsync_dir(d)
 
+    def _unlink_tracked(self, rel: str) -> None:
+        """Delete a tracked working file, but never through a symlinked parent folder.
+
+        A folder replaced by a symlink (possibly to a place outside the working tree) no longer
+        holds our file: there is nothing of ours to delete (FORMAT §16).
+        """
+        cur = self.workdir
+        for name in rel.split("/")[:-1]:
+            cur = cur / name
+            if cur.is_symlink():
+                return
+        self._abs(rel).unlink()
+
     def _prune_dirs(self, rel: str) -> None:
         parts = rel.split("/")[:-1]
+        for i in range(len(parts)):  # never below a symlinked folder: it may lead outside
+            if self._abs("/".join(parts[: i + 1])).is_symlink():
+                del parts[i + 1 :]
+                break
         while parts:
             with contextlib.suppress(OSError):
                 self._abs("/".join(parts)).rmdir()
@@ -1456,6 +1676,53 @@ def _hash_file(path: Path) -> bytes:
     return h.digest()
 
 
+def _safetensors_header(f: ChunkedFile) -> list[TensorInfo]:
+    """The tensors of a stored safetensors file; errors name the path and commit."""
+    from modelstore import tensors as st
+
+    if not st.is_safetensors(f):
+        raise BadArgumentError(f"{f.name}: not a safetensors file")
+    try:
+        return st.read_header(f)[0]
+    except FormatError as exc:
+        raise FormatError(f"{f.name}: {exc.message}") from None
+
+
+def _read_array(f: ChunkedFile, info: TensorInfo, raw: bool) -> npt.NDArray[Any]:
+    """Read one tensor's byte range into a fresh array with a single ``readinto`` pass."""
+    import numpy as np
+
+    from modelstore.tensors import DTYPES
+
+    dt = DTYPES[info.dtype]
+    if info.dtype == "BF16":
+        stored = "<u2"
+    elif dt.opaque or info.dtype == "BOOL":
+        stored = "u1"
+    else:
+        stored = str(dt.numpy)
+    buf = np.empty(info.nbytes, dtype=np.uint8)
+    view = buf.data
+    f.seek(info.start)
+    done = 0
+    while done < info.nbytes:
+        got = f.readinto(view[done:])
+        if not got:
+            raise FormatError(f"{f.name}: the file ends inside tensor {info.name!r}")
+        done += got
+    arr = buf.view(stored).reshape(info.shape)
+    if raw:
+        return arr
+    if info.dtype == "BF16":
+        wide = arr.astype(np.uint32)
+        wide <<= 16
+        return wide.view(np.float32)
+    if info.dtype == "BOOL":
+        np.minimum(arr, 1, out=arr)  # any non-zero byte is True, as tensors.decode reads it
+        return arr.view(np.bool_)
+    return arr
+
+
 class ChunkedFile(io.RawIOBase):
     """A read-only, seekable view of a stored file; fetches and verifies chunks as read.
 
@@ -1526,8 +1793,8 @@ class ChunkedFile(io.RawIOBase):
             cid = self._ids[idx * ID_LEN : (idx + 1) * ID_LEN]
             try:
                 self._cache = self._store.read_chunk(cid)
-            except CorruptObjectError as exc:
-                raise CorruptObjectError(f"{self.name}: {exc.message}") from None
+            except MsError as exc:  # name the file and commit (same error class)
+                raise type(exc)(f"{self.name}: {exc.message}") from None
             self._cache_key = (seg, idx)
         return self._cache
 
@@ -1542,7 +1809,7 @@ class ChunkedFile(io.RawIOBase):
             data = self._chunk(seg, idx)
             start = self._pos - self._offsets[idx]
             n = min(want - done, len(data) - start)
-            view[done : done + n] = data[start : start + n]
+            view[done : done + n] = memoryview(data)[start : start + n]
             done += n
             self._pos += n
         return done

@@ -2,37 +2,49 @@
 
 Remote layout (docs/FORMAT.md §12)::
 
-    format                        "modelstore remote format 1"
+    format                        "modelstore remote format 1", then "incompat NAME" lines
     packs/xx/<id>.pack            pack files, byte-identical in format to local packs
     packs/xx/<id>.idx             that pack's trailer index (its hash is the pack id)
     meta/<id>.bundle              zstd(msgpack [1, [[object id, stored object], ...]])
     refs/<hex of the ref name>    "<commit or tag id hex>" + newline, moved by compare-and-swap
-                                  (ref names may hold characters backend keys may not)
+                                  (ref names may hold characters backend keys may not);
+                                  branches, tags and registry aliases (``refs/aliases/NAME``)
 
 Write order on push (readers go in reverse): packs, then their ``.idx``, then the metadata
 bundle, then each ref by compare-and-swap; a crash at any point leaves only unreferenced
 data. What the remote holds is learned from its ``.idx`` files and bundles, cached locally in
 the ``remote`` sub-database so each is downloaded once. Every chunk and object received is
 verified against its id before it is stored.
+
+Aliases move in any direction (a rollback moves one backwards), so instead of a fast-forward
+rule they follow a lease: the value last seen on a remote is kept in
+``refs/remote-aliases/REMOTE/NAME`` (remote names hold no ``/``, so this cannot collide with a
+branch tracking ref ``refs/remotes/REMOTE/BRANCH``). A push moves a remote alias only while it
+still holds that value; a fetch moves a local alias only while the local side has not moved it
+since, and reports it as diverged otherwise.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import zstandard
 from blake3 import blake3
 
 from modelstore import codec, reflog, refs
+from modelstore.aliases import PREFIX as ALIAS_PREFIX
 from modelstore.backend import Backend, open_backend
 from modelstore.branches import is_ancestor
-from modelstore.chunkstore import CHUNK_LOC, PACK_REC, ChunkLoc, decode_loc
-from modelstore.compress import decompress_chunk
+from modelstore.chunkstore import CHUNK_LOC, PACK_REC, ChunkLoc, decode_loc, storage_error
+from modelstore.compress import CODEC_PLANES, FEATURE_PLANES, decompress_chunk
 from modelstore.errors import (
     BadArgumentError,
     CorruptObjectError,
@@ -40,11 +52,15 @@ from modelstore.errors import (
     ObjectNotFoundError,
     RefConflictError,
     RefNotFoundError,
+    UnsupportedFormatError,
 )
 from modelstore.fileio import DirectFileWriter, fsync_dir
 from modelstore.ids import ID_LEN, ObjectId, object_id
+from modelstore.lazy import forget_remote_data
 from modelstore.metadb import Txn
 from modelstore.objects import (
+    KIND_COMMIT,
+    KIND_TAG,
     ChunkList,
     Commit,
     FileManifest,
@@ -55,18 +71,52 @@ from modelstore.objects import (
 from modelstore.pack import INDEX_ENTRY, PackWriter, pack_id_of, read_pack_trailer
 from modelstore.repository import IndexEntry, Repository
 
-__all__ = ["REMOTE_FORMAT", "SyncResult", "clone", "fetch", "push"]
+__all__ = [
+    "ALIAS_TRACKING",
+    "KNOWN_REMOTE_INCOMPAT",
+    "REMOTE_FORMAT",
+    "SyncResult",
+    "adopt_remote_features",
+    "alias_tracking_ref",
+    "clone",
+    "fetch",
+    "parse_bundle",
+    "push",
+]
 
 REMOTE_FORMAT = b"modelstore remote format 1\n"
+#: features a remote may list after its format line (FORMAT §12); like the repository's
+KNOWN_REMOTE_INCOMPAT = frozenset({FEATURE_PLANES})
+KNOWN_REMOTE_RO_COMPAT: frozenset[str] = frozenset()
+_FEATURE_SETS = ("incompat", "ro_compat", "compat")
+#: the largest metadata bundle a fetch decompresses
+MAX_BUNDLE = 1 << 31
+_IDX_KEY = re.compile(r"packs/[0-9a-f]{2}/([0-9a-f]{64})\.idx")
+_BUNDLE_KEY = re.compile(r"meta/[0-9a-f]{64}\.bundle")
 ProgressFn = Callable[[int], None]
+#: where the value last seen of each remote's aliases is kept (``.../REMOTE/NAME``)
+ALIAS_TRACKING = "refs/remote-aliases/"
+
+
+def alias_tracking_ref(remote: str, alias: str) -> str:
+    """The ref holding alias ``alias`` as last seen on ``remote`` (the lease for pushing it)."""
+    return f"{ALIAS_TRACKING}{remote}/{alias.removeprefix(ALIAS_PREFIX)}"
 
 
 @dataclass
 class SyncResult:
-    """What a push or fetch moved."""
+    """What a push or fetch moved.
+
+    ``aliases``: alias name → the commit it now points at (push: on the remote; fetch: the
+    local alias, created or moved to follow the remote). ``aliases_diverged``: aliases a fetch
+    left alone because both sides moved them since the last sync (name → ``local``/``remote``
+    commit); the user decides with ``ms alias set``.
+    """
 
     remote: str
     refs: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    aliases_diverged: dict[str, dict[str, str]] = field(default_factory=dict)
     objects: int = 0
     chunks: int = 0
     bytes: int = 0
@@ -78,6 +128,8 @@ class SyncResult:
         return {
             "remote": self.remote,
             "refs": self.refs,
+            "aliases": self.aliases,
+            "aliases_diverged": self.aliases_diverged,
             "objects": self.objects,
             "chunks": self.chunks,
             "bytes": self.bytes,
@@ -94,16 +146,24 @@ def _k(remote: str, kind: bytes, key: bytes = b"") -> bytes:
 
 
 def _learn(repo: Repository, remote: str, be: Backend) -> None:
-    """Download the remote's pack indexes and bundles we have not seen (ids only kept)."""
+    """Download the remote's pack indexes and bundles we have not seen (ids only kept).
+
+    Packs and bundles we knew of that are no longer listed (a gc on the remote deleted them)
+    are forgotten, so a push sends again whatever it needs of them.
+    """
     with repo.db.read() as txn:
         known_packs = {k[-ID_LEN:] for k in txn.keys("remote", _k(remote, b"p"))}
         known_bundles = {k.rsplit(b"\x00", 1)[1] for k in txn.keys("remote", _k(remote, b"b"))}
     new_idx: list[tuple[bytes, bytes]] = []
     new_bundles: list[tuple[bytes, list[bytes]]] = []
+    listed_packs: set[bytes] = set()
+    listed_bundles: set[bytes] = set()
     for info in be.list("packs/"):
-        if not info.key.endswith(".idx"):
-            continue
-        pid = bytes.fromhex(info.key.rsplit("/", 1)[1][:-4])
+        m = _IDX_KEY.fullmatch(info.key)
+        if m is None:
+            continue  # a pack, or not ours
+        pid = bytes.fromhex(m.group(1))
+        listed_packs.add(pid)
         if pid in known_packs:
             continue
         idx = be.get(info.key)
@@ -112,11 +172,15 @@ def _learn(repo: Repository, remote: str, be: Backend) -> None:
         new_idx.append((pid, idx))
     for info in be.list("meta/"):
         name = info.key.rsplit("/", 1)[1].encode()
-        if not info.key.endswith(".bundle") or name in known_bundles:
-            continue
+        listed_bundles.add(name)
+        if _BUNDLE_KEY.fullmatch(info.key) is None or name in known_bundles:
+            continue  # not ours, or known
         new_bundles.append((name, [oid for oid, _ in _read_bundle(be, info.key)]))
 
+    gone_packs, gone_bundles = known_packs - listed_packs, known_bundles - listed_bundles
+
     def record(txn: Txn) -> None:
+        forget_remote_data(txn, remote, gone_packs, gone_bundles)  # before re-learning
         for pid, idx in new_idx:
             txn.put("remote", _k(remote, b"p", pid), len(idx).to_bytes(8, "big"))
             for i in range(0, len(idx), INDEX_ENTRY.size):
@@ -127,17 +191,39 @@ def _learn(repo: Repository, remote: str, be: Backend) -> None:
             for oid in oids:
                 txn.put("remote", _k(remote, b"o", oid), name, overwrite=False)
 
-    if new_idx or new_bundles:
+    if new_idx or new_bundles or gone_packs or gone_bundles:
         repo.db.write(record)
 
 
 def _read_bundle(be: Backend, key: str) -> list[tuple[ObjectId, bytes]]:
-    raw = be.get(key)
+    return parse_bundle(key, be.get(key))
+
+
+def parse_bundle(key: str, raw: bytes) -> list[tuple[ObjectId, bytes]]:
+    """The ``(object id, stored object)`` pairs of the metadata bundle ``raw`` stored at ``key``.
+
+    Checks the name (the hash of the frame), decompresses with memory bounded by what the frame
+    really holds and the framing of the content; the objects themselves are not decoded.
+
+    Raises:
+        FormatError: Malformed (``CorruptObjectError``: it does not match its name).
+    """
+    if key.endswith(".bundle") and object_id("pack", raw).hex() != key.rsplit("/", 1)[-1][:-7]:
+        raise CorruptObjectError(f"remote bundle {key} does not match its name")
+    # streamed: memory follows what the frame really holds, not the size it declares
+    body = bytearray()
     try:
-        body = zstandard.ZstdDecompressor().decompress(raw, max_output_size=1 << 31)
+        reader = zstandard.ZstdDecompressor().stream_reader(raw)
+        while piece := reader.read(1 << 20):
+            body += piece
+            if len(body) > MAX_BUNDLE:
+                raise FormatError(f"remote bundle {key} is larger than {MAX_BUNDLE} bytes")
     except zstandard.ZstdError as exc:
         raise CorruptObjectError(f"remote bundle {key} does not decompress: {exc}") from None
-    v = codec.decode(body)
+    try:
+        v = codec.decode(body)
+    except FormatError as exc:
+        raise FormatError(f"remote bundle {key}: {exc.message}") from None
     if not (isinstance(v, list) and len(v) == 2 and v[0] == 1 and isinstance(v[1], list)):
         raise FormatError(f"remote bundle {key} is malformed")
     out: list[tuple[ObjectId, bytes]] = []
@@ -154,7 +240,45 @@ def _read_bundle(be: Backend, key: str) -> list[tuple[ObjectId, bytes]]:
     return out
 
 
-def _check_format(be: Backend, create: bool) -> None:
+def _check_ref_target(txn: Txn, remote: str, name: str, oid: bytes) -> None:
+    """Refuse a remote ref naming an object the remote lacks, or one that is no commit.
+
+    Branches and aliases must name commits, tags a commit or an annotated tag object.
+    """
+    raw = txn.get("objects", oid)
+    if raw is None:
+        raise ObjectNotFoundError(
+            f"{name} on {remote} names object {oid.hex()[:16]}, which the remote does not "
+            "have: the remote is incomplete"
+        )
+    allowed = (KIND_COMMIT, KIND_TAG) if name.startswith("refs/tags/") else (KIND_COMMIT,)
+    if raw[0] not in allowed:
+        raise FormatError(f"{name} on {remote} names {oid.hex()[:16]}, which is not a commit")
+
+
+def _parse_format(fmt: bytes) -> dict[str, set[str]]:
+    """The feature sets of a remote's ``format`` file: the format line, then ``SET NAME`` lines."""
+    if not fmt.startswith(REMOTE_FORMAT):
+        raise FormatError(f"remote has an unknown format ({fmt[:40]!r}); upgrade ms")
+    feats: dict[str, set[str]] = {k: set() for k in _FEATURE_SETS}
+    try:
+        lines = fmt[len(REMOTE_FORMAT) :].decode("ascii").splitlines()
+    except UnicodeDecodeError:
+        raise FormatError("the remote's format file is damaged") from None
+    for line in lines:
+        kind, _, name = line.partition(" ")
+        if kind not in feats or not name or " " in name:
+            raise FormatError(f"the remote's format file is damaged ({line[:40]!r})")
+        feats[kind].add(name)
+    return feats
+
+
+def _check_format(be: Backend, create: bool, *, for_write: bool = False) -> frozenset[str]:
+    """Refuse a remote this version cannot read (or, ``for_write``, write); its incompat set.
+
+    Clients from before remote features compare the file with ``REMOTE_FORMAT`` exactly, so
+    a remote that lists any feature is refused by them too.
+    """
     try:
         fmt = be.get("format")
     except ObjectNotFoundError:
@@ -163,9 +287,62 @@ def _check_format(be: Backend, create: bool) -> None:
                 "not a modelstore remote (no format file); push to it first"
             ) from None
         be.put("format", REMOTE_FORMAT)
-        return
-    if fmt != REMOTE_FORMAT:
-        raise FormatError(f"remote has an unknown format ({fmt[:40]!r}); upgrade ms")
+        return frozenset()
+    feats = _parse_format(fmt)
+    unknown = sorted(feats["incompat"] - KNOWN_REMOTE_INCOMPAT)
+    if for_write:
+        unknown += sorted(feats["ro_compat"] - KNOWN_REMOTE_RO_COMPAT)
+    if unknown:
+        raise UnsupportedFormatError(
+            f"remote uses features this ms does not know: {', '.join(unknown)} (upgrade ms)"
+        )
+    return frozenset(feats["incompat"])
+
+
+def _require_remote_feature(be: Backend, name: str) -> None:
+    """Add ``incompat`` feature ``name`` to the remote's format file, by compare-and-swap.
+
+    Done before the first chunk that needs it is uploaded, so no client that does not know
+    the feature ever reads such a chunk there.
+    """
+    for _ in range(8):
+        info = be.stat("format")
+        fmt = be.get("format")
+        feats = _parse_format(fmt)
+        if name in feats["incompat"]:
+            return
+        feats["incompat"].add(name)
+        text = REMOTE_FORMAT + "".join(
+            f"{kind} {n}\n" for kind in _FEATURE_SETS for n in sorted(feats[kind])
+        ).encode()
+        try:
+            be.put("format", text, overwrite=True, if_match=(info.etag if info else None) or "")
+            return
+        except RefConflictError:
+            continue  # another client changed it meanwhile: read it again
+    raise RefConflictError("the remote's format file keeps changing; retry the push")
+
+
+def adopt_remote_features(repo: Repository, incompat: frozenset[str]) -> None:
+    """Record locally the features of a remote that data is about to come from."""
+    if FEATURE_PLANES in incompat and not repo.store.planes:
+        repo.enable_feature(FEATURE_PLANES)
+
+
+def _sends_planes(repo: Repository, whole: list[bytes], rest: list[tuple[bytes, Any]]) -> bool:
+    """Whether a push uploads any plane-coded chunk (whole packs: every chunk in them)."""
+    if any(loc.codec == CODEC_PLANES for _, loc in rest):
+        return True
+    for pid in whole:
+        path = repo.store.pack_path(pid)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            _, entries = read_pack_trailer(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        if any(e.codec == CODEC_PLANES for e in entries):
+            return True
+    return False
 
 
 # -- reachability ----------------------------------------------------------------------------
@@ -233,6 +410,10 @@ def _remote_refs(be: Backend) -> dict[str, bytes]:
             name = bytes.fromhex(info.key.removeprefix("refs/")).decode()
         except ValueError:
             continue  # not ours
+        try:
+            refs.check_ref_name(name)
+        except BadArgumentError:
+            raise FormatError(f"remote has a ref with an invalid name: {name!r}") from None
         oid, _ = _remote_ref(be, name)
         if oid is not None:
             out[name] = oid
@@ -270,10 +451,12 @@ def push(
 
     ``force`` overwrites remote branches that do not fast-forward; ``force_with_lease`` does
     so only while each still holds what we last fetched (``refs/remotes/REMOTE/BRANCH``), so
-    a push someone made since is never overwritten blindly.
+    a push someone made since is never overwritten blindly. Aliases (``refs/aliases/NAME``)
+    always go by that lease (``refs/remote-aliases/REMOTE/NAME``) since they may move
+    backwards; ``force`` overrides it.
     """
     be = backend or open_backend(url, **(options or {}))
-    _check_format(be, create=True)
+    _check_format(be, create=True, for_write=True)
     _learn(repo, remote, be)
     res = SyncResult(remote)
     with repo.db.read() as txn:
@@ -310,36 +493,49 @@ def push(
     # 1. packs, then their indexes: whole local packs when most of a pack is wanted (streamed
     # from disk as they are), the remaining chunks re-packed
     whole, rest = _split_by_pack(repo, locs)
+    if _sends_planes(repo, whole, rest):
+        _require_remote_feature(be, FEATURE_PLANES)
     sent = _send_whole_packs(repo, be, whole, res, progress)
     sent += _send_packs(repo, be, rest, res, progress)
     # 2. the metadata bundle
+    bundle_name = b""
     if objs:
         body = codec.encode([1, [[oid, raw] for oid, raw in objs]])
         bundle = zstandard.ZstdCompressor(level=3).compress(body)
         name = object_id("pack", bundle).hex()
         be.put(f"meta/{name}.bundle", bundle)
+        bundle_name = f"{name}.bundle".encode()  # cached per object: a gc there may delete it
         res.objects = len(objs)
     # 3. refs, by compare-and-swap (checked again here: the remote may have moved meanwhile)
+    settled: dict[str, bytes] = {}  # already there: only the tracking ref may need to learn it
     with repo.db.read() as txn:
         for name, new in tips.items():
             old, etag = _remote_ref(be, name)
             if old == new:
+                settled[name] = new
                 continue
             _check_move(repo, txn, remote, name, old, new, force, force_with_lease)
             be.put(_ref_key(name), (new.hex() + "\n").encode(), overwrite=True, if_match=etag or "")
             res.refs[name] = new.hex()
+            if name.startswith(ALIAS_PREFIX):
+                res.aliases[name.removeprefix(ALIAS_PREFIX)] = new.hex()
 
     def remember(txn: Txn) -> None:
         for pid, idx in sent:
             txn.put("remote", _k(remote, b"p", pid), len(idx).to_bytes(8, "big"))
             for i in range(0, len(idx), INDEX_ENTRY.size):
                 txn.put("remote", _k(remote, b"c", idx[i : i + ID_LEN]), pid, overwrite=False)
+        if bundle_name:
+            txn.put("remote", _k(remote, b"b", bundle_name), b"")
         for oid, _ in objs:
-            txn.put("remote", _k(remote, b"o", oid), b"pushed", overwrite=False)
+            txn.put("remote", _k(remote, b"o", oid), bundle_name, overwrite=False)
         for name, hexid in res.refs.items():
             _track(txn, remote, name, bytes.fromhex(hexid), "push")
+        for name, oid in settled.items():
+            _track(txn, remote, name, oid, "push")
 
-    repo.db.write(remember)
+    with repo._writing():  # remote-tracking refs are gc roots (FORMAT §14)
+        repo.db.write(remember)
     res.up_to_date = not (res.refs or res.chunks or res.objects)
     return res
 
@@ -354,8 +550,22 @@ def _check_move(
     force: bool,
     lease: bool = False,
 ) -> None:
-    """Refuse a push that would lose remote commits (or move a tag) unless forced."""
+    """Refuse a push that would lose remote commits (or move a tag) unless forced.
+
+    An alias may move anywhere, but only from the value we last saw on the remote: otherwise
+    someone else's move (a rollback, say) would be overwritten unseen.
+    """
     if old is None or force:
+        return
+    if name.startswith(ALIAS_PREFIX):
+        short = name.removeprefix(ALIAS_PREFIX)
+        _, expected = refs.read_ref(txn, alias_tracking_ref(remote, short))
+        if old != expected:
+            raise RefConflictError(
+                f"alias @{short} on {remote} was moved to {old.hex()[:12]} since you last "
+                f"fetched it; fetch first (then `ms alias set {short} ...` to choose), "
+                "or push --force"
+            )
         return
     if lease and name.startswith("refs/heads/"):
         tracking = f"refs/remotes/{remote}/{name.removeprefix('refs/heads/')}"
@@ -489,7 +699,10 @@ def _send_packs(
 
     try:
         for cid, loc in locs:
-            stored = store.read_stored(loc)
+            got = store.read_current(cid, loc)  # survives a local gc moving the chunk
+            if got is None:
+                raise ObjectNotFoundError(f"chunk {cid.hex()[:16]} is missing locally (ms verify)")
+            stored, loc = got
             store.decode_verified(cid, loc, stored)  # never send what does not match its id
             if writer is None:
                 writer = PackWriter(store.tmp_dir, os.urandom(8).hex())
@@ -510,18 +723,65 @@ def _send_packs(
 
 
 def _track(txn: Txn, remote: str, name: str, oid: bytes, command: str) -> None:
-    short = name.removeprefix("refs/heads/")
+    """Record ``name`` as seen on ``remote`` (branches and aliases; tags need no tracking)."""
     if name.startswith("refs/heads/"):
-        tracking = f"refs/remotes/{remote}/{short}"
-        _, old = refs.read_ref(txn, tracking)
-        if old != oid:
-            refs.set_if_equals(txn, tracking, old, ObjectId(oid))
-            reflog.append(txn, tracking, old, ObjectId(oid), command, f"{remote} {short}")
+        short = name.removeprefix("refs/heads/")
+        tracking, what = f"refs/remotes/{remote}/{short}", f"{remote} {short}"
+    elif name.startswith(ALIAS_PREFIX):
+        short = name.removeprefix(ALIAS_PREFIX)
+        tracking, what = alias_tracking_ref(remote, short), f"{remote} @{short}"
+    else:
+        return
+    _, old = refs.read_ref(txn, tracking)
+    if old != oid:
+        refs.set_if_equals(txn, tracking, old, ObjectId(oid))
+        reflog.append(txn, tracking, old, ObjectId(oid), command, what)
+
+
+def _follow_alias(
+    repo: Repository, txn: Txn, remote: str, name: str, oid: bytes, res: SyncResult
+) -> None:
+    """Bring local alias ``name`` to the remote's value unless it was moved locally since.
+
+    The local alias moves (with a reflog entry: who fetched, from where) when it is missing or
+    still at the value last fetched; if both sides moved it, it is left alone and reported.
+    """
+    short = name.removeprefix(ALIAS_PREFIX)
+    _, last = refs.read_ref(txn, alias_tracking_ref(remote, short))
+    _, local = refs.read_ref(txn, name)
+    if local != oid:
+        if local is None or local == last:
+            repo._move_ref(txn, name, local, ObjectId(oid), "fetch", remote)
+            res.aliases[short] = oid.hex()
+        else:
+            res.aliases_diverged[short] = {"local": local.hex(), "remote": oid.hex()}
+    _track(txn, remote, name, oid, "fetch")
 
 
 # -- fetch -----------------------------------------------------------------------------------
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
+
+def _holding_lock(
+    fn: Callable[Concatenate[Repository, _P], _R],
+) -> Callable[Concatenate[Repository, _P], _R]:
+    """Run ``fn`` under the writer lock (FORMAT §14).
+
+    Fetch stores objects and packs before the refs that reach them; a gc in between would
+    see them unreachable.
+    """
+
+    @functools.wraps(fn)
+    def locked(repo: Repository, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with repo._writing():
+            return fn(repo, *args, **kwargs)
+
+    return locked
+
+
+@_holding_lock
 def fetch(
     repo: Repository,
     remote: str,
@@ -535,15 +795,19 @@ def fetch(
 ) -> SyncResult:
     """Get the remote's refs and everything they need that is missing locally.
 
-    With ``lazy`` (a lazy clone) file contents stay on the remote: only commits, trees and
-    manifests come, and reads fetch the chunks they touch (``modelstore.lazy``).
+    Branches land as ``refs/remotes/REMOTE/BRANCH``, new tags as they are, and aliases follow
+    the remote unless moved locally since the last fetch (``_follow_alias``). With ``lazy`` (a
+    lazy clone) file contents stay on the remote: only commits, trees and manifests come, and
+    reads fetch the chunks they touch (``modelstore.lazy``).
     """
     be = backend or open_backend(url, **(options or {}))
-    _check_format(be, create=False)
+    adopt_remote_features(repo, _check_format(be, create=False))
     _learn(repo, remote, be)
     res = SyncResult(remote)
     remote_refs = {
-        n: o for n, o in _remote_refs(be).items() if n.startswith(("refs/heads/", "refs/tags/"))
+        n: o
+        for n, o in _remote_refs(be).items()
+        if n.startswith(("refs/heads/", "refs/tags/", ALIAS_PREFIX))
     }
     # objects: from the bundles that hold objects we lack
     with repo.db.read() as txn:
@@ -556,7 +820,13 @@ def fetch(
     new_objs: list[tuple[ObjectId, bytes]] = []
     for name in sorted(wanted_bundles):
         for oid, raw in _read_bundle(be, f"meta/{name.decode()}"):
-            decode_object(raw, expect_id=oid)  # verified before it is stored
+            try:
+                decode_object(raw, expect_id=oid)  # verified before it is stored
+            except FormatError as exc:
+                raise type(exc)(
+                    f"remote bundle meta/{name.decode()}: object {oid.hex()[:16]}: {exc.message}; "
+                    "nothing was stored"
+                ) from None
             new_objs.append((oid, raw))
     if new_objs:
 
@@ -568,6 +838,8 @@ def fetch(
         res.objects = len(new_objs)
     # chunks: those reachable from the remote refs that we do not have
     with repo.db.read() as txn:
+        for rname, roid in remote_refs.items():
+            _check_ref_target(txn, remote, rname, roid)
         _, manifests = _walk(repo, txn, remote_refs.values(), lambda oid: False)
         need = [
             (cid, n)
@@ -586,11 +858,15 @@ def fetch(
         if on_total is not None:
             on_total(sum(n for _, n in need))
         _receive_chunks(repo, be, where, res, progress)
-    # refs: remote-tracking branches and new tags
+    # refs: remote-tracking branches, new tags, aliases
 
     def set_refs(txn: Txn) -> None:
+        res.aliases.clear()  # the transaction may run again (map growth): report once
+        res.aliases_diverged.clear()
         for name, oid in remote_refs.items():
-            if name.startswith("refs/tags/"):
+            if name.startswith(ALIAS_PREFIX):
+                _follow_alias(repo, txn, remote, name, oid, res)
+            elif name.startswith("refs/tags/"):
                 if txn.get("refs", name.encode()) is None:
                     refs.set_if_equals(txn, name, None, ObjectId(oid))
                     reflog.append(txn, name, None, ObjectId(oid), "fetch", remote)
@@ -600,7 +876,7 @@ def fetch(
                 res.refs[name] = oid.hex()
 
     repo.db.write(set_refs)
-    res.up_to_date = not (res.objects or res.chunks)
+    res.up_to_date = not (res.objects or res.chunks or res.aliases)
     return res
 
 
@@ -647,6 +923,9 @@ def _receive_chunks(
             lambda j: _install_whole_pack(repo, be, j[0], j[1], j[2], res, progress), whole
         )
         sink.close()
+    except OSError as exc:  # writing packs: a full disk says what to do
+        sink.abort()
+        raise storage_error(exc, "writing fetched packs") from None
     except BaseException:
         sink.abort()
         raise
@@ -738,7 +1017,10 @@ def clone(
     ``lazy``: fetch no file contents; the working tree is left empty (files are listed as
     deleted until ``ms restore PATH`` or ``ms checkout HEAD PATH`` materializes them), and any
     read fetches just the chunks it needs from ``origin``.
+
+    A clone that fails removes what it made (like git), so it can simply be run again.
     """
+    made = not os.path.lexists(dest)
     repo = Repository.init(dest)
     try:
         extra = {"lazy": True} if lazy else {}
@@ -780,4 +1062,6 @@ def clone(
         return repo
     except BaseException:
         repo.close()
+        if made:
+            shutil.rmtree(dest, ignore_errors=True)
         raise

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..render import emit_json, human_size, progress, say
+
+if TYPE_CHECKING:
+    from modelstore.datasets import DatasetSummary
+    from modelstore.verify import Problem, RepairReport
 
 __all__ = ["COMMANDS"]
 
@@ -130,12 +134,32 @@ class GraphLanes:
 
 
 @click.command()
-@click.argument("rev", default="HEAD")
+@click.argument("rev", default="HEAD", metavar="[REV | REV:PATH]")
+@click.option(
+    "--schema", is_flag=True, help="For REV:PATH (or PATH): a dataset's columns and statistics."
+)
 @json_opt
-def show(rev: str, as_json: bool) -> None:
-    """Show a commit's metadata and the files it holds, with sizes."""
-    from modelstore import api
+def show(rev: str, schema: bool, as_json: bool) -> None:
+    """Show a commit's metadata and the files it holds, with sizes.
 
+    With --schema, REV:PATH (or PATH, at HEAD) names a CSV, TSV or Parquet file: print its
+    columns, their types, share of nulls and, for numeric columns, mean, std, min and max, and
+    the row count (read in one streaming pass).
+    """
+    from modelstore import api
+    from modelstore.errors import BadArgumentError
+
+    if schema:
+        summary = api.dataset_schema(".", rev)
+        if as_json:
+            emit_json(summary.to_json())
+        else:
+            _schema_table(summary)
+        return
+    if ":" in rev:
+        raise BadArgumentError(
+            f"{rev!r} names a file: add --schema for a dataset's columns, or use `ms cat`"
+        )
     info, files = api.show(".", rev)
     if as_json:
         emit_json({"commit": info.to_json(), "files": [f.to_json() for f in files]})
@@ -152,7 +176,9 @@ def show(rev: str, as_json: bool) -> None:
         if values:
             say(f"{kind}: " + ", ".join(f"{k}={v}" for k, v in sorted(values.items())))
     if info.extra.get("inputs"):
-        say("inputs: " + ", ".join(info.extra["inputs"]))
+        from modelstore.lineage import describe_input
+
+        say("inputs: " + ", ".join(describe_input(x) for x in info.extra["inputs"]))
     env = info.extra.get("environment")
     if env:
         git = env.get("git") or {}
@@ -173,6 +199,41 @@ def show(rev: str, as_json: bool) -> None:
         total += f.size
         say(f"{human_size(f.size):>10}  {f.path}")
     say(f"{len(files)} file(s), {human_size(total)}")
+
+
+def _stat(x: float | None, sig: int = 6) -> str:
+    """Ints as they are; floats to ``sig`` digits, without an exponent below 1e15."""
+    if x is None:
+        return "-"
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.0f}" if 10**sig <= abs(x) < 1e15 else f"{x:.{sig}g}"
+
+
+def _schema_table(summary: DatasetSummary) -> None:
+    """Columns of a ``DatasetSummary``: name, type, nulls, mean, std, min, max."""
+    fmt = summary.format + (f" ({summary.delimiter!r})" if summary.format == "csv" else "")
+    say(f"{summary.name}: {fmt}, {summary.rows} row(s), {len(summary.columns)} column(s)")
+    if not summary.columns:
+        return
+    head = ("column", "type", "nulls", "mean", "std", "min", "max")
+    rows = [
+        (
+            c.name,
+            c.type,
+            "-" if c.null_share is None else f"{100 * c.null_share:.1f}%",
+            _stat(c.mean),
+            _stat(c.std),
+            _stat(c.min, 10),  # values from the file: shown (nearly) as written
+            _stat(c.max, 10),
+        )
+        for c in summary.columns
+    ]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        left = f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}"
+        right = "  ".join(f"{v:>{w}}" for v, w in zip(r[2:], widths[2:], strict=True))
+        say(f"{left}  {right}")
 
 
 @click.command(name="ls")
@@ -226,31 +287,114 @@ def stats(as_json: bool) -> None:
 
 @click.command()
 @click.option("--read-data", is_flag=True, help="Also read and hash every stored chunk.")
+@click.option(
+    "--remote", "remote_name", metavar="NAME", help="Check remote NAME instead of this repository."
+)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Refetch damaged or missing chunks and objects from --from REMOTE (reads every chunk).",
+)
+@click.option("--from", "source", metavar="REMOTE", help="The good copy --repair fetches from.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @json_opt
-def verify(read_data: bool, quiet: bool, as_json: bool) -> None:
+def verify(
+    read_data: bool,
+    remote_name: str | None,
+    repair: bool,
+    source: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Check that every commit, tree, file, chunk and pack is present and intact.
 
-    Exits 0 when the repository is healthy and 13 when anything is damaged or missing.
+    Each problem is printed with the files and commits it breaks. With --remote, a remote is
+    checked instead; with --repair --from REMOTE, what is damaged or missing here is fetched
+    again from that remote. Exits 0 when everything is (now) intact and 13 otherwise.
     """
     from modelstore import api
 
+    if repair != (source is not None):
+        raise click.UsageError("--repair and --from REMOTE go together")
+    if repair and remote_name is not None:
+        raise click.UsageError("--repair fixes this repository; it cannot take --remote")
+    if source is not None:  # --repair (checked above)
+        with progress("verify", not (quiet or as_json)) as bar:
+            res = api.repair(".", source, progress=bar.update if bar else None)
+        if as_json:
+            emit_json(api.repair_json(res))
+        else:
+            _say_repair(res)
+        if not res.ok:
+            raise click.exceptions.Exit(13)
+        return
     with progress("verify", read_data and not (quiet or as_json)) as bar:
-        rep = api.verify(".", read_data=read_data, progress=bar.update if bar else None)
+        rep = api.verify(
+            ".", read_data=read_data, remote=remote_name, progress=bar.update if bar else None
+        )
     if as_json:
         emit_json(api.verify_json(rep))
     else:
         for p in rep.problems:
-            say(f"{p.kind}: {p.detail}" + (f" ({p.where})" if p.where else ""), err=True)
+            for line in _problem_lines(p):
+                say(line, err=True)
         what = (
             f"{rep.commits} commit(s), {rep.trees} tree(s), {rep.files} file(s), "
             f"{rep.chunks_checked} chunk reference(s), {rep.packs} pack(s)"
         )
         if read_data:
             what += f", {rep.chunks_read} chunk(s) read and hashed"
+        if rep.remote:
+            what += f" on {rep.remote}"
         say(f"checked {what}: " + ("no problems" if rep.ok else f"{len(rep.problems)} problem(s)"))
     if not rep.ok:
         raise click.exceptions.Exit(13)
+
+
+#: files listed per problem (``--json`` lists them all), and commits per file
+AFFECTS_SHOWN = 10
+COMMITS_SHOWN = 3
+
+
+def _problem_lines(p: Problem, head: str = "") -> list[str]:
+    """One block: the problem (or ``head``), then each file it breaks and the commits."""
+    lines = [head or f"{p.kind}: {p.detail}" + (f" ({p.where})" if p.where else "")]
+    for a in p.affects[:AFFECTS_SHOWN]:
+        n = len(a.commits)
+        shown = ", ".join(c[:12] for c in a.commits[:COMMITS_SHOWN])
+        more = ", ..." if n > COMMITS_SHOWN else ""
+        lines.append(f"  affects: {a.path} in {n} commit{'' if n == 1 else 's'} ({shown}{more})")
+    if len(p.affects) > AFFECTS_SHOWN:
+        lines.append(f"  affects: {len(p.affects) - AFFECTS_SHOWN} more file(s) (--json lists all)")
+    return lines
+
+
+def _say_repair(res: RepairReport) -> None:
+    """What was found, what was fetched again, what could not be, and what is still wrong."""
+    if res.before.ok:
+        say("no problems: nothing to repair")
+        return
+    say(f"found {len(res.before.problems)} problem(s):", err=True)
+    for p in res.before.problems:
+        for line in _problem_lines(p):
+            say(line, err=True)
+    line = (
+        f"repaired {res.chunks_repaired} chunk(s) and {res.objects_repaired} object(s) from "
+        f"{res.remote}: {res.packs_written} new pack(s), {human_size(res.bytes_fetched)} fetched"
+    )
+    if res.packs_retired:
+        line += f"; {res.packs_retired} damaged pack(s) no longer used (`ms gc` deletes them)"
+    say(line)
+    for p in res.unrepaired:
+        for text in _problem_lines(p, f"could not repair {p.detail}"):
+            say(text, err=True)
+    if res.after.ok:
+        say("after repair: no problems")
+        return
+    say(f"after repair: {len(res.after.problems)} problem(s) remain:", err=True)
+    for p in res.after.problems:
+        for text in _problem_lines(p):
+            say(text, err=True)
 
 
 COMMANDS = [log, show, ls_cmd, cat, stats, verify]
