@@ -137,3 +137,98 @@ def test_forked_child_reads_with_an_inherited_repository(tmp_path: Path) -> None
     r.cat("HEAD", "d.bin", out2)  # the parent still works
     assert out2.getvalue() == data
     r.close()
+
+
+#: the repository the data-loader workers inherit (set in the parent before the pool forks)
+_LOADER: dict[str, Repository] = {}
+
+
+def _load(job: tuple[str, str, str, str, int, int]) -> tuple[int, bytes]:
+    """One data-loader work item, run in a forked worker through the inherited repository."""
+    import os
+
+    r = _LOADER["repo"]
+    kind, rev, path, name, off, n = job
+    if kind == "tensor":
+        return os.getpid(), r.load_tensor(rev, path, name).tobytes()
+    if kind == "range":
+        with r.open_file(path, rev) as f:
+            f.seek(off)
+            return os.getpid(), f.read(n)
+    import io
+
+    out = io.BytesIO()
+    r.cat(rev, path, out)
+    return os.getpid(), out.getvalue()
+
+
+def test_data_loader_workers_forked_from_a_busy_parent_read_identical_bytes(
+    tmp_path: Path,
+) -> None:
+    """As a torch DataLoader does: open in the parent, fork 4 pool workers, read tensors.
+
+    The parent keeps a reader thread busy on the same repository while the pool forks (a
+    pin-memory thread), and reads again afterwards; every worker result is byte-identical to
+    the arrays that were written, and several workers took part.
+    """
+    import io
+    import multiprocessing
+    import threading
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from tests.conftest import SMALL_CHUNKS
+
+    work = tmp_path / "w"
+    r = Repository.init(work, chunker=SMALL_CHUNKS, pack_size=32 << 10)
+    rng = np.random.default_rng(7)
+    versions = []
+    for v in range(2):
+        arrays = {f"layer{i}.weight": rng.standard_normal((64, 48 + i)).astype(np.float32)
+                  for i in range(6)}
+        save_file(arrays, str(work / "model.safetensors"))
+        (work / "data.bin").write_bytes(bytes(rng.integers(0, 256, 300_000, dtype=np.uint8)))
+        r.add([str(work / "model.safetensors"), str(work / "data.bin")])
+        versions.append((r.commit(f"v{v}").hex(), arrays, (work / "data.bin").read_bytes()))
+    jobs: list[tuple[str, str, str, str, int, int]] = []
+    want: list[bytes] = []
+    for rev, arrays, data in versions:
+        for name, a in arrays.items():
+            jobs.append(("tensor", rev, "model.safetensors", name, 0, 0))
+            want.append(a.tobytes())
+        for off in range(0, len(data), 37_000):
+            jobs.append(("range", rev, "data.bin", "", off, 5_000))
+            want.append(data[off : off + 5_000])
+        jobs.append(("cat", rev, "data.bin", "", 0, 0))
+        want.append(data)
+    assert r.load_tensor("HEAD", "model.safetensors", "layer0.weight").shape == (64, 48)
+    _LOADER["repo"] = r
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def busy() -> None:  # keeps transactions and pool reads going while the parent forks
+        try:
+            while not stop.is_set():
+                out = io.BytesIO()
+                r.cat(versions[0][0], "data.bin", out)
+                assert out.getvalue() == versions[0][2]
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=busy)
+    t.start()
+    try:
+        with multiprocessing.get_context("fork").Pool(4) as pool:
+            got = pool.map_async(_load, jobs, chunksize=1).get(timeout=60)
+    finally:
+        stop.set()
+        t.join()
+        _LOADER.clear()
+    assert not errors, errors
+    assert [b for _, b in got] == want
+    assert len({pid for pid, _ in got}) >= 2  # the work was spread over forked workers
+    out = io.BytesIO()
+    r.cat(versions[1][0], "data.bin", out)  # the parent still works
+    assert out.getvalue() == versions[1][2]
+    r.close()
