@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -47,7 +46,7 @@ def test_commit_ids_are_deterministic(tmp_path: Path) -> None:
     assert ids[0] == ids[1]
 
 
-def test_capture_records_git_python_packages_and_is_fast(tmp_path: Path) -> None:
+def test_capture_records_git_python_and_packages(tmp_path: Path) -> None:
     w = tmp_path / "proj"
     w.mkdir()
     subprocess.run(["git", "init", "-q", str(w)], check=True)
@@ -57,10 +56,7 @@ def test_capture_records_git_python_packages_and_is_fast(tmp_path: Path) -> None
                     "commit", "-qm", "code"], check=True)
     head = subprocess.run(["git", "-C", str(w), "rev-parse", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    capture(w)  # warm imports
-    t = time.perf_counter()
-    env = capture(w)
-    assert time.perf_counter() - t < 0.3
+    env = capture(w)  # its cost is measured in bench/bench_lineage.py, not asserted here
     assert env["git"] == {"commit": head, "branch": env["git"]["branch"], "dirty": False}
     assert env["python"].count(".") == 2 and "blake3" in env["packages"]
     (w / "train.py").write_text("print('changed')\n")
