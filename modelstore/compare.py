@@ -8,7 +8,6 @@ so comparing needs no working tree and no data beyond what ``diff`` reads.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -68,9 +67,8 @@ def _changes(old: dict[str, Any], new: dict[str, Any], *, numeric: bool) -> list
             ch = ValueChange(name, "same" if same else "changed", a, b)
             if numeric and _is_num(a) and _is_num(b):
                 ch.delta = b - a
-                ch.rel = (b - a) / abs(a) if a else (0.0 if b == a else math.inf)
-                if ch.rel is not None and math.isinf(ch.rel):
-                    ch.rel = None
+                # no relative change from zero (unless it stayed zero)
+                ch.rel = (b - a) / abs(a) if a else (0.0 if b == a else None)
             out.append(ch)
     return out
 
@@ -84,17 +82,20 @@ def _input_key(rec: Any) -> str:
     return f"{rec.get('repo', '')}|{rec.get('path', '')}"
 
 
+def _input_name(rec: Any) -> str:
+    """Where an input is, without its version: the path (in another repository: its URL)."""
+    if isinstance(rec, dict) and "path" in rec:
+        return str(rec["path"]) if "repo" not in rec else f"ms://{rec['repo']}/{rec['path']}"
+    return _lineage.describe_input(rec)
+
+
 def _inputs(old: list[Any], new: list[Any]) -> list[ValueChange]:
     a = {_input_key(r): r for r in old}
     b = {_input_key(r): r for r in new}
     out = []
     for key in sorted(a.keys() | b.keys()):
         ra, rb = a.get(key), b.get(key)
-        name = _lineage.describe_input(rb if rb is not None else ra).split(" (")[0]
-        if isinstance(ra, dict) and "path" in ra:
-            name = ra["path"] if "repo" not in ra else f"ms://{ra['repo']}/{ra['path']}"
-        elif isinstance(rb, dict) and "path" in rb:
-            name = rb["path"] if "repo" not in rb else f"ms://{rb['repo']}/{rb['path']}"
+        name = _input_name(ra if ra is not None else rb)
         if rb is None:
             out.append(ValueChange(name, "removed", old=ra))
         elif ra is None:
@@ -167,20 +168,15 @@ def compare(
     res.inputs = _inputs(list(xa.get("inputs") or []), list(xb.get("inputs") or []))
     if ea.get("packages") or eb.get("packages"):
         res.packages = _changes(ea.get("packages") or {}, eb.get("packages") or {}, numeric=False)
-    res.environment = [
-        ch
-        for ch in _changes(
-            {k: ea[k] for k in ("python", "platform") if k in ea},
-            {k: eb[k] for k in ("python", "platform") if k in eb},
-            numeric=False,
-        )
-    ]
+    res.environment = _changes(
+        {k: ea[k] for k in ("python", "platform") if k in ea},
+        {k: eb[k] for k in ("python", "platform") if k in eb},
+        numeric=False,
+    )
     ga, gb = ea.get("git"), eb.get("git")
     if ga or gb:
         status = "same" if ga == gb else ("added" if not ga else "removed" if not gb else "changed")
         res.code = ValueChange("git", status, ga, gb)
     if files:
-        res.files = _diff.diff(repo, a.hex(), b.hex(), tensors=tensors)
-        res.files.old = _diff.DiffSide("commit", a.hex(), rev_a)
-        res.files.new = _diff.DiffSide("commit", b.hex(), rev_b)
+        res.files = _diff.diff(repo, rev_a, rev_b, tensors=tensors)
     return res

@@ -329,19 +329,6 @@ class _Counted:
         return n
 
 
-def _read(f: st.SeekableReader, offset: int, n: int) -> bytes:
-    f.seek(offset)
-    out = bytearray(n)
-    view = memoryview(out)
-    done = 0
-    while done < n:
-        got = f.readinto(view[done:])
-        if not got:
-            raise FormatError("safetensors: the file ends inside a tensor")
-        done += got
-    return bytes(out)
-
-
 def _same_bytes(
     fo: st.SeekableReader, fn: st.SeekableReader, ranges: list[tuple[int, int]], shift: int
 ) -> bool:
@@ -350,7 +337,8 @@ def _same_bytes(
         pos = a
         while pos < b:
             n = min(step, b - pos)
-            if _read(fn, pos, n) != _read(fo, pos - shift, n):
+            new = st.read_exact(fn, pos, n, "a tensor")
+            if new != st.read_exact(fo, pos - shift, n, "a tensor"):
                 return False
             pos += n
             step = min(2 * step, PIECE_BYTES)

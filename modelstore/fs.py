@@ -85,12 +85,8 @@ class ReadOnlyError(BadArgumentError, PermissionError):
     """ms:// is read-only: record new versions with `ms add` and `ms commit`."""
 
 
-def _is_repo(folder: str) -> bool:
-    return os.path.isdir(os.path.join(folder, MS_DIR))
-
-
 def split_ms_path(
-    path: str, is_repo: Callable[[str], bool] = _is_repo
+    path: str, is_repo: Callable[[str], bool] = _lineage.is_repo
 ) -> tuple[str, str | None, str]:
     """``REPO[@REV][/PATH]`` → ``(REPO, REV as written, PATH)``; see ``lineage.split_ms_path``.
 
@@ -193,7 +189,7 @@ class MsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             r = self._fixed
             if not isinstance(r, Repository):
                 folder = os.fspath(r)
-                if not _is_repo(folder):
+                if not _lineage.is_repo(folder):
                     raise RepositoryNotFoundError(
                         f"{folder}: not a modelstore repository (no {MS_DIR} folder)"
                     )

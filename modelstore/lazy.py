@@ -17,9 +17,9 @@ from typing import Any
 from modelstore.backend import Backend, open_backend
 from modelstore.chunkstore import CHUNK_LOC, PACK_REC, ChunkLoc, ChunkStore
 from modelstore.compress import CODEC_PLANES
-from modelstore.errors import CorruptObjectError, MsError
+from modelstore.errors import MsError
 from modelstore.metadb import MetaDB, Txn
-from modelstore.pack import INDEX_ENTRY, PackWriter, pack_id_of
+from modelstore.pack import PackWriter, index_entries
 
 __all__ = ["CACHE_FLUSH", "LazyFetcher", "forget_remote_data", "remote_key"]
 
@@ -80,13 +80,7 @@ class LazyFetcher:
         got = self._idx.get(pid)
         if got is None:
             key = f"packs/{pid.hex()[:2]}/{pid.hex()}.idx"
-            idx = self._backend().get(key)
-            if pack_id_of(idx) != pid:
-                raise CorruptObjectError(f"remote pack index {key} does not match its name")
-            got = {}
-            for i in range(0, len(idx), INDEX_ENTRY.size):
-                cid, off, stored, raw_len, codec = INDEX_ENTRY.unpack_from(idx, i)
-                got[cid] = (off, stored, raw_len, codec)
+            got = index_entries(self._backend().get(key), pid, f"remote pack index {key}")
             self._idx[pid] = got
         return got
 

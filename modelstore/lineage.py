@@ -42,6 +42,7 @@ __all__ = [
     "parse_ms_url",
     "provenance",
     "resolve_inputs",
+    "is_repo",
     "split_ms_path",
 ]
 
@@ -196,12 +197,13 @@ def export_record(repo: Any, commit_id: bytes) -> dict[str, Any]:
 # -- inputs: what a version was made from ---------------------------------------------------
 
 
-def _is_repo(folder: str) -> bool:
+def is_repo(folder: str) -> bool:
+    """A folder holding ``.ms`` (the test ``ms://`` URLs are split by)."""
     return os.path.isdir(os.path.join(folder, MS_DIR))
 
 
 def split_ms_path(
-    path: str, is_repo: Callable[[str], bool] = _is_repo
+    path: str, is_repo: Callable[[str], bool] = is_repo
 ) -> tuple[str, str | None, str]:
     """``REPO[@REV][/PATH]`` (an ``ms://`` URL without the scheme) → ``(REPO, REV, PATH)``.
 

@@ -171,6 +171,22 @@ def pack_id_of(index: bytes) -> bytes:
     return blake3(index, derive_key_context=KIND_CONTEXTS["pack"]).digest()
 
 
+def index_entries(
+    index: bytes, pack_id: bytes, where: str
+) -> dict[bytes, tuple[int, int, int, int]]:
+    """A pack's trailer index (e.g. a remote ``.idx``) as chunk id → (offset, stored, raw, codec).
+
+    Trusted only when it hashes to the pack's name and is whole entries; a remote can send
+    anything, so this is the one place that checks before anyone unpacks it.
+    """
+    if len(index) % INDEX_ENTRY.size or pack_id_of(index) != pack_id:
+        raise CorruptObjectError(f"{where} does not match its name")
+    return {
+        cid: (off, stored, raw_len, codec)
+        for cid, off, stored, raw_len, codec in INDEX_ENTRY.iter_unpack(index)
+    }
+
+
 def read_pack_trailer(
     fd: int, size: int, *, strict: bool = False
 ) -> tuple[bytes, list[PackEntry]]:

@@ -68,7 +68,7 @@ from modelstore.objects import (
     Tree,
     decode_object,
 )
-from modelstore.pack import INDEX_ENTRY, PackWriter, pack_id_of, read_pack_trailer
+from modelstore.pack import INDEX_ENTRY, PackWriter, index_entries, pack_id_of, read_pack_trailer
 from modelstore.repository import IndexEntry, Repository
 
 __all__ = [
@@ -893,12 +893,7 @@ def _receive_chunks(
         for pid, wanted in where.items():
             key = f"packs/{pid.hex()[:2]}/{pid.hex()}"
             idx = be.get(f"{key}.idx")
-            if pack_id_of(idx) != pid:
-                raise CorruptObjectError(f"remote pack index {key}.idx does not match its name")
-            entries = {}
-            for i in range(0, len(idx), INDEX_ENTRY.size):
-                cid, off, stored, raw_len, codec_ = INDEX_ENTRY.unpack_from(idx, i)
-                entries[cid] = (off, stored, raw_len, codec_)
+            entries = index_entries(idx, pid, f"remote pack index {key}.idx")
             total = sum(e[1] for e in entries.values())
             if sum(entries[c][1] for c, _ in wanted if c in entries) >= WHOLE_PACK_SHARE * total:
                 whole.append((key, pid, idx))

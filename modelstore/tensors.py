@@ -122,7 +122,8 @@ def _size_of(f: SeekableReader) -> int:
         f.seek(pos)
 
 
-def _read_exact(f: SeekableReader, offset: int, n: int, what: str) -> bytes:
+def read_exact(f: SeekableReader, offset: int, n: int, what: str) -> bytes:
+    """``n`` bytes at ``offset``, or ``FormatError`` naming ``what`` the file ends inside."""
     f.seek(offset)
     out = bytearray(n)
     view = memoryview(out)
@@ -184,12 +185,12 @@ def read_header(f: SeekableReader) -> tuple[list[TensorInfo], dict[str, str]]:
     size = _size_of(f)
     if size < 8:
         raise FormatError("safetensors: file too short for a header length")
-    (n,) = _LEN.unpack(_read_exact(f, 0, 8, "the header length"))
+    (n,) = _LEN.unpack(read_exact(f, 0, 8, "the header length"))
     if n > MAX_HEADER:
         raise FormatError(f"safetensors: header length {n} exceeds {MAX_HEADER} bytes")
     if 8 + n > size:
         raise FormatError(f"safetensors: header length {n} runs past the end of the file")
-    raw = _read_exact(f, 8, n, "the header")
+    raw = read_exact(f, 8, n, "the header")
     try:
         doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -279,7 +280,7 @@ def read_elements(f: SeekableReader, info: TensorInfo, first: int, count: int) -
     if first < 0 or count < 0 or first + count > info.numel:
         raise FormatError(f"elements {first}+{count} are outside tensor {info.name!r}")
     size = info.itemsize
-    raw = _read_exact(f, info.start + first * size, count * size, f"tensor {info.name!r}")
+    raw = read_exact(f, info.start + first * size, count * size, f"tensor {info.name!r}")
     return decode(raw, info.dtype)
 
 
