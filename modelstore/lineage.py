@@ -376,29 +376,33 @@ def introduced_by(repo: Repository, commit_id: bytes, path: str) -> dict[str, An
 
 
 def _all_commits(repo: Repository) -> dict[bytes, tuple[Any, list[str]]]:
-    """Every commit reachable from any ref (branches, tags, aliases, remotes), with its refs."""
+    """Every commit reachable from any ref (branches, tags, aliases, remotes), with its refs.
+
+    One walk in one snapshot: each commit is read once, however many refs reach it.
+    """
     from modelstore import refs as _refs
 
-    with repo.db.read() as txn:
-        starts = [
-            (name, oid) for name, oid, _ in _refs.list_refs(txn, "refs/") if oid is not None
-        ]
-        head = repo.head(txn)[1]
-    if head is not None:
-        starts.append(("HEAD", head))
     seen: dict[bytes, tuple[Any, list[str]]] = {}
-    for name, oid in starts:
-        try:
-            tip = repo.resolve(oid.hex())
-        except MsError:
-            continue
-        if tip in seen:
-            seen[tip][1].append(_short_ref(name))
-            continue
-        for cid, c in repo.log(tip.hex()):
+    with repo.db.read() as txn:
+        starts = [(n, oid) for n, oid, _ in _refs.list_refs(txn, "refs/") if oid is not None]
+        head = repo.head(txn)[1]
+        if head is not None:
+            starts.append(("HEAD", head))
+        tips: list[tuple[str, bytes]] = []
+        for name, oid in starts:
+            try:
+                tips.append((name, repo.resolve(oid.hex(), txn)))  # peels annotated tags
+            except MsError:
+                continue
+        stack: list[bytes] = [tip for _, tip in tips]
+        while stack:
+            cid = stack.pop()
             if cid in seen:
                 continue
+            c = repo.get_commit(cid, txn)
             seen[cid] = (c, [])
+            stack.extend(p for p in c.parents if p not in seen)
+    for name, tip in tips:
         seen[tip][1].append(_short_ref(name))
     return seen
 
@@ -440,7 +444,8 @@ def used_by(
     Newest first; each hit says how the input was named and which refs point at the commit.
     """
     hits: list[dict[str, Any]] = []
-    for cid, (c, names) in _all_commits(repo).items():
+    commits = _all_commits(repo)
+    for cid, (c, names) in commits.items():
         for rec in c.extra.get("inputs", []) or []:
             if not isinstance(rec, dict):
                 continue
@@ -454,12 +459,14 @@ def used_by(
                 hit["refs"] = sorted(names)
                 hits.append(hit)
                 break
-    gen = _generations({bytes.fromhex(h["commit"]) for h in hits}, repo)
+    gen = _generations({bytes.fromhex(h["commit"]) for h in hits}, commits)
     hits.sort(key=lambda h: (-h["time"], -gen[bytes.fromhex(h["commit"])], h["commit"]))
     return hits
 
 
-def _generations(ids: set[bytes], repo: Repository) -> dict[bytes, int]:
+def _generations(
+    ids: set[bytes], commits: dict[bytes, tuple[Any, list[str]]]
+) -> dict[bytes, int]:
     """Each commit's distance from its oldest root, so children sort before parents."""
     gen: dict[bytes, int] = {}
     for start in ids:
@@ -469,7 +476,7 @@ def _generations(ids: set[bytes], repo: Repository) -> dict[bytes, int]:
             if oid in gen:
                 stack.pop()
                 continue
-            parents = repo.get_commit(oid).parents
+            parents = commits[oid][0].parents
             todo = [p for p in parents if p not in gen]
             if todo:
                 stack.extend(todo)
