@@ -1331,12 +1331,7 @@ class Repository:
         todo: list[tuple[str, TreeEntry]] = []
         for p, e in sorted(files.items()):
             cur = index.get(p)
-            if (
-                cur is not None
-                and cur.manifest_id == e.id
-                and cur.mode == e.mode
-                and self._unchanged(p, cur)
-            ):
+            if cur is not None and self._in_place(p, cur, e):
                 continue  # already there (stat cache, or a hash check when racily clean)
             todo.append((p, e))
         if on_total is not None:
@@ -1372,6 +1367,14 @@ class Repository:
 
         self.db.write(fn)
         return {"commit": target.hex(), "written": written, "removed": len(remove)}
+
+    def _in_place(self, rel: str, cur: IndexEntry, e: TreeEntry) -> bool:
+        """``rel`` is staged as ``e`` and the working file still holds it: nothing to write."""
+        return (
+            cur.manifest_id == e.id
+            and cur.mode == e.mode
+            and self._unchanged(rel, cur)
+        )
 
     def _unchanged(self, rel: str, cur: IndexEntry) -> bool:
         """Whether the working file still holds its staged content (stat cache, else hash)."""
@@ -1412,12 +1415,7 @@ class Repository:
         entries: dict[str, IndexEntry] = {}
         for p, e in sorted(files.items()):
             cur = index.get(p)
-            if (
-                cur is not None
-                and cur.manifest_id == e.id
-                and cur.mode == e.mode
-                and self._unchanged(p, cur)
-            ):
+            if cur is not None and self._in_place(p, cur, e):
                 entries[p] = cur
                 continue
             entries[p] = self._write_file(self.workdir, p, e, None, commit)
