@@ -69,10 +69,24 @@ import json, sys, time
 from pathlib import Path
 from modelstore import Repository, api
 
-work, k, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+work, k, n, gc_count = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 branch = f"w{k}"
+
+
+def gc_runs() -> int:
+    try:
+        return int(gc_count.read_text() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 with Repository.open(work) as r:
     for i in range(n):
+        if i == n - 1:  # let gc finish a run over our garbage while we still write (else a
+            want = max(gc_runs() + 1, 2)  # fast machine can finish before gc ever ran beside)
+            deadline = time.monotonic() + 120
+            while gc_runs() < want and time.monotonic() < deadline:
+                time.sleep(0.05)
         t0 = time.monotonic()
         r.lock.acquire()  # one hold for switch + add + commit (the lock is re-entrant)
         waited = time.monotonic() - t0
@@ -143,8 +157,11 @@ def _expected(k: int, i: int) -> dict[str, bytes]:
     return result
 
 
-def _gc_loop(work: Path, stop: threading.Event, runs: list[dict[str, Any]]) -> None:
-    """Run ``ms gc --prune-older-than 0`` back to back until told to stop."""
+def _gc_loop(
+    work: Path, stop: threading.Event, runs: list[dict[str, Any]], count: Path
+) -> None:
+    """Run ``ms gc --prune-older-than 0`` back to back until told to stop; ``count`` says how
+    many runs finished, so the writers can wait for gc to have run beside them."""
     while not stop.is_set():
         t0 = time.monotonic()
         proc = subprocess.run([*MS, "gc", "-q", "--json", "--prune-older-than", "0"], cwd=work,
@@ -154,6 +171,7 @@ def _gc_loop(work: Path, stop: threading.Event, runs: list[dict[str, Any]]) -> N
         if proc.returncode == 0:
             run.update(json.loads(proc.stdout))
         runs.append(run)
+        count.write_text(str(len(runs)))
 
 
 def test_four_writers_gc_and_a_reader_lose_nothing(tmp_path: Path) -> None:
@@ -167,8 +185,10 @@ def test_four_writers_gc_and_a_reader_lose_nothing(tmp_path: Path) -> None:
     r.close()
     n = 5
     stop_file = tmp_path / "stop-reading"
+    gc_count = tmp_path / "gc-runs"
     t0 = time.monotonic()
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(work), str(k), str(n)],
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(work), str(k), str(n),
+                                 str(gc_count)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=_env()) for k in range(WRITERS)]
     reader = subprocess.Popen([sys.executable, "-c", READER, str(work), str(stop_file),
@@ -176,7 +196,7 @@ def test_four_writers_gc_and_a_reader_lose_nothing(tmp_path: Path) -> None:
                               text=True, env=_env())
     gc_runs: list[dict[str, Any]] = []
     stop_gc = threading.Event()
-    gc_thread = threading.Thread(target=_gc_loop, args=(work, stop_gc, gc_runs))
+    gc_thread = threading.Thread(target=_gc_loop, args=(work, stop_gc, gc_runs, gc_count))
     gc_thread.start()
     try:
         outs = [w.communicate(timeout=240) for w in writers]
