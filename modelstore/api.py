@@ -25,9 +25,9 @@ from modelstore import sync as _sync
 from modelstore.aliases import AliasInfo
 from modelstore.backend import open_backend
 from modelstore.branches import BranchInfo, TagInfo
-from modelstore.chunker import ChunkerParams
+from modelstore.chunker import FEATURE_TENSOR_CHUNKING, ChunkerParams
 from modelstore.compare import CompareResult
-from modelstore.compress import FEATURE_PLANES
+from modelstore.compress import FEATURE_DELTA, FEATURE_PLANES
 from modelstore.datasets import DatasetSummary
 from modelstore.diff import DiffResult
 from modelstore.errors import BadArgumentError, PathError
@@ -197,12 +197,23 @@ def init(
     chunker: ChunkerParams | None = None,
     pack_size: int | None = None,
     planes: bool = True,
+    delta: bool = True,
+    delta_depth: int | None = None,
 ) -> Repository:
     """Create a repository; return it open (the caller closes it).
 
-    ``planes=False``: no byte-plane codec for floats, so older ms versions can read it.
+    ``planes=False``: no byte-plane codec for floats, so older ms versions can read it (no
+    deltas either). ``delta=False``: no XOR deltas against the previous version;
+    ``delta_depth``: at most that many deltas in a row before a full copy (default 4).
     """
-    return Repository.init(path, chunker=chunker, pack_size=pack_size, planes=planes)
+    return Repository.init(
+        path,
+        chunker=chunker,
+        pack_size=pack_size,
+        planes=planes,
+        delta=delta,
+        delta_depth=delta_depth,
+    )
 
 
 def enable_float_codec(repo: RepoLike) -> bool:
@@ -212,6 +223,23 @@ def enable_float_codec(repo: RepoLike) -> bool:
     """
     with open_repo(repo) as r:
         return r.enable_feature(FEATURE_PLANES)
+
+
+def enable_deltas(repo: RepoLike) -> bool:
+    """Let an existing repository store deltas against the previous version; False if it did.
+
+    Deltas need the float codec (turned on too) and tensor-aware chunking, which decides
+    the boundaries of every file and so cannot be switched on later. Versions of ms that do
+    not know the ``codec-xor-delta-v1`` feature then refuse the repository.
+    """
+    with open_repo(repo) as r:
+        if FEATURE_TENSOR_CHUNKING not in r.config.compat:
+            raise BadArgumentError(
+                "deltas need tensor-aware chunking, which this repository was created "
+                "without; create a new repository (ms init) and push into it"
+            )
+        r.enable_feature(FEATURE_PLANES)
+        return r.enable_feature(FEATURE_DELTA)
 
 
 def add(

@@ -17,6 +17,7 @@ after ``ChunkSink.close`` returns. Every chunk read back is checked against its 
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import struct
@@ -25,14 +26,26 @@ import time
 from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
 from blake3 import blake3
 
 from modelstore.chunker import Chunker, ChunkerParams
-from modelstore.compress import CodecChooser, decompress_chunk
+from modelstore.compress import (
+    CODEC_DELTA,
+    CODEC_NAMES,
+    DELTA_HEAD,
+    MAX_DELTA_DEPTH,
+    PLANE_WIDTHS,
+    CodecChooser,
+    PlaneHint,
+    apply_delta,
+    decompress_chunk,
+    encode_delta,
+    parse_delta,
+)
 from modelstore.errors import (
     CorruptObjectError,
     FormatError,
@@ -52,7 +65,7 @@ from modelstore.objects import (
     pack_lengths,
 )
 from modelstore.pack import PackEntry, PackWriter
-from modelstore.tensors import SeekableReader, is_safetensors, read_header
+from modelstore.tensors import DTYPES, SeekableReader, TensorInfo, is_safetensors, read_header
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,10 +76,12 @@ __all__ = [
     "ChunkLoc",
     "ChunkSink",
     "ChunkStore",
+    "DeltaPlan",
     "ManifestBuilder",
     "PackMissingError",
     "StoreStats",
     "decode_loc",
+    "delta_plan",
     "storage_error",
 ]
 
@@ -78,6 +93,9 @@ PACK_REC = struct.Struct("<BQIq")
 BLOCK = 8 << 20
 N_BUFFERS = 4
 READ_BATCH = 64
+#: a delta whose payload is at most this share of the chunk is kept without also trying the
+#: plain codecs (plane-coded bf16 is ~0.67 of raw, fp32 ~0.84: a delta this small wins)
+DELTA_SURE = 0.5
 ProgressFn = Callable[[int], None]
 
 
@@ -111,6 +129,8 @@ class StoreStats:
     raw_bytes: int
     stored_bytes: int
     pack_bytes: int
+    #: codec name -> (chunks, raw bytes, stored bytes)
+    by_codec: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 def storage_error(exc: OSError, doing: str) -> StorageError:
@@ -206,6 +226,182 @@ def forced_cuts(stream: object) -> list[int]:
         except (OSError, ValueError):
             pass
     return sorted({c for c in starts if 0 < c < size})
+
+
+@dataclass
+class DeltaPlan:
+    """How a safetensors file's tensors line up with the chunks of its previous version.
+
+    Each region is the data of one tensor that has a tensor of the same name, dtype and shape
+    in the base file, up to the next tensor start (or the end): ``(start, end, base_start,
+    width)``, sorted, where ``width`` is the element size (0: not 2, 4 or 8). Inside a region
+    the new file is cut exactly where the base file's chunks end, so each chunk has one base
+    chunk of the same length and unchanged stretches dedup exactly (docs/FORMAT.md §8.2).
+    ``ids``/``offs``: the base file's chunk ids (32 bytes each) and chunk start offsets
+    (one more than chunks), kept compact: ~40 bytes a chunk.
+    """
+
+    regions: list[tuple[int, int, int, int]]
+    ids: bytes
+    offs: array[int]
+
+    def ends(self, region: int) -> deque[int]:
+        """The chunk ends (absolute, in the new file) inside region ``region``."""
+        start, end, bstart, _ = self.regions[region]
+        i = bisect.bisect_left(self.offs, bstart)
+        j = bisect.bisect_left(self.offs, bstart + end - start)
+        return deque(self.offs[k] - bstart + start for k in range(i + 1, j + 1))
+
+    def base_at(self, offset: int, length: int) -> tuple[bytes, int, int] | None:
+        """``(base chunk id, element width, phase)`` for the new chunk at ``offset``.
+
+        None when the chunk is not one of a region's inherited chunks of that length.
+        """
+        r = bisect.bisect_right(self.regions, (offset, 1 << 62)) - 1
+        if r < 0:
+            return None
+        start, end, bstart, width = self.regions[r]
+        if not start <= offset < end:
+            return None
+        b = offset - start + bstart
+        k = bisect.bisect_left(self.offs, b)
+        if k + 1 >= len(self.offs) or self.offs[k] != b or self.offs[k + 1] - b != length:
+            return None
+        phase = (start - offset) % width if width else 0
+        return self.ids[32 * k : 32 * k + 32], width, phase
+
+
+def _regions(infos: list[TensorInfo], size: int) -> dict[str, tuple[TensorInfo, int, int]]:
+    """Each tensor's region: from its start to the next tensor start, or to the end."""
+    starts = sorted({t.start for t in infos} | {size})
+    out = {}
+    for t in infos:
+        nxt = starts[bisect.bisect_right(starts, t.start)] if t.start < size else size
+        out[t.name] = (t, t.start, nxt)
+    return out
+
+
+def delta_plan(
+    stream: object,
+    base_infos: list[TensorInfo],
+    base_size: int,
+    base_chunks: Iterable[tuple[bytes, int]],
+) -> DeltaPlan | None:
+    """Line up a safetensors ``stream`` with its base file (tensors, size, chunk list).
+
+    None when the stream is not a safetensors file, or no tensor has a twin (same name,
+    dtype and shape) whose region in the base starts and ends on chunk boundaries. The
+    stream position is restored.
+    """
+    seekable = getattr(stream, "seekable", None)
+    try:
+        if seekable is None or not seekable():
+            return None
+        f = cast("SeekableReader", stream)
+        pos = f.tell()
+    except (OSError, ValueError):
+        return None
+    try:
+        size = f.seek(0, os.SEEK_END)
+        if not is_safetensors(f):
+            return None
+        infos, _ = read_header(f)
+    except (FormatError, OSError, ValueError, struct.error):
+        return None
+    finally:
+        try:
+            f.seek(pos)
+        except (OSError, ValueError):
+            pass
+    ids = bytearray()
+    offs = array("Q", [0])
+    for cid, n in base_chunks:
+        ids += cid
+        offs.append(offs[-1] + n)
+    if offs[-1] != base_size:
+        return None
+    base = _regions(base_infos, base_size)
+    regions = []
+    for t, start, end in _regions(infos, size).values():
+        twin = base.get(t.name)
+        if twin is None or end <= start:
+            continue
+        bt, bstart, bend = twin
+        if (bt.dtype, bt.shape) != (t.dtype, t.shape) or bend - bstart != end - start:
+            continue
+        i = bisect.bisect_left(offs, bstart)
+        j = bisect.bisect_left(offs, bend)
+        if i >= len(offs) or j >= len(offs) or offs[i] != bstart or offs[j] != bend:
+            continue  # the base was not cut at this tensor (plain CDC): no aligned chunks
+        dt = DTYPES.get(t.dtype)
+        width = dt.itemsize if dt is not None and dt.itemsize in PLANE_WIDTHS else 0
+        regions.append((start, end, bstart, width))
+    if not regions:
+        return None
+    regions.sort()
+    return DeltaPlan(regions, bytes(ids), offs)
+
+
+class _Cutter:
+    """Chunk ends for a stream, block by block: content-defined, forced cuts, inherited ends.
+
+    At each forced offset the chunker is finished and so starts afresh; a forced offset that
+    starts a :class:`DeltaPlan` region switches to the region's inherited ends (the chunker
+    is not fed there) until the region ends.
+    """
+
+    def __init__(self, chunker: Chunker, cuts: list[int], plan: DeltaPlan | None) -> None:
+        self.chunker = chunker
+        self.cuts = cuts
+        self.i = 0
+        self.plan = plan
+        self.starts = {r[0]: k for k, r in enumerate(plan.regions)} if plan else {}
+        self.inside: deque[int] = deque()
+
+    def block(self, new: memoryview, pos: int, eof: bool) -> list[int]:
+        """Chunk ends inside ``new`` (the stream's bytes from ``pos`` on), relative to it.
+
+        Ends are increasing, in ``[0, len(new)]``; 0 ends a chunk held over from earlier
+        blocks.
+        """
+        if self.plan is None:
+            plain, self.i = _cut_block(self.chunker, new, pos, self.cuts, self.i, eof)
+            return plain
+        n = len(new)
+        top = pos + n
+        ends: list[int] = []
+        off = 0
+        cuts = self.cuts
+        while True:
+            if self.inside:
+                while self.inside and self.inside[0] <= top:
+                    ends.append(self.inside.popleft() - pos)
+                if self.inside:
+                    break
+                off = ends[-1]
+            while self.i < len(cuts) and cuts[self.i] < pos + off:
+                self.i += 1
+            if self.i < len(cuts) and cuts[self.i] <= top:
+                c = cuts[self.i] - pos
+                self.i += 1
+                ends.extend(off + e for e in self.chunker.feed(new[off:c]))
+                if self.chunker.finish():
+                    ends.append(c)
+                off = c
+                r = self.starts.get(pos + c)
+                if r is not None:
+                    self.inside = self.plan.ends(r)
+                continue
+            ends.extend(off + e for e in self.chunker.feed(new[off:]))
+            break
+        if eof:
+            if self.inside:  # the file ended early (it changed while being read)
+                self.inside.clear()
+                if not ends or ends[-1] != n:
+                    ends.append(n)
+            elif self.chunker.finish():
+                ends.append(n)
+        return ends
 
 
 def _read_head(f: SeekableReader) -> bytes:
@@ -479,6 +675,11 @@ class ChunkStore:
         self.planes = False
         #: also cut safetensors files at tensor starts (``chunking-tensor-aware-v1``, §5.5)
         self.tensor_aware = False
+        #: new chunks may be XOR deltas against a base chunk (``codec-xor-delta-v1``, §8.2)
+        self.delta = False
+        #: the longest delta chain written before a full copy (a repository setting)
+        self.delta_depth = 4
+        self._chain = threading.local()  # delta decode depth of this thread
 
     # -- plumbing ---------------------------------------------------------------------------
     def _after_fork(self) -> None:
@@ -650,19 +851,64 @@ class ChunkStore:
                 return None
             return self.read_stored(fresh), fresh
 
-    def decode_verified(self, chunk_id: bytes, loc: ChunkLoc, stored: bytes) -> bytes:
-        """Decompress stored bytes and check them against the chunk id."""
-        if not stored or stored[0] != loc.codec:
-            raise CorruptObjectError(
-                f"chunk {chunk_id.hex()[:16]} in pack {loc.pack_id.hex()[:16]} has a bad codec tag"
-            )
-        raw = decompress_chunk(stored[0], memoryview(stored)[1:], loc.raw_len)
+    def decode_verified(
+        self,
+        chunk_id: bytes,
+        loc: ChunkLoc,
+        stored: bytes,
+        base: Callable[[bytes], bytes] | None = None,
+    ) -> bytes:
+        """Decompress stored bytes and check them against the chunk id.
+
+        A delta (tag 3) is applied to its base, read through ``base`` (verified) or, by
+        default, from this store (or the lazy remote) without checking each link: the id of
+        the result covers the whole chain, and only when it does not match is the chain
+        decoded again link by link to name the damaged chunk. Chains longer than
+        ``MAX_DELTA_DEPTH`` are refused, so a hostile or looping chain cannot recurse
+        without end.
+        """
+        raw = self._decode(chunk_id, loc, stored, base or self._read_base_fast)
         if blake3(raw).digest() != chunk_id:
+            if stored[0] == CODEC_DELTA and base is None:
+                self._decode(chunk_id, loc, stored, self._read_base)  # names a bad base
             raise CorruptObjectError(
                 f"chunk {chunk_id.hex()[:16]} in pack {loc.pack_id.hex()[:16]} does not match "
                 "its hash: the pack is damaged (run `ms verify`)"
             )
         return raw
+
+    def _decode(
+        self, chunk_id: bytes, loc: ChunkLoc, stored: bytes, base: Callable[[bytes], bytes]
+    ) -> bytes:
+        """Decode stored bytes (a delta through ``base``), unchecked."""
+        if not stored or stored[0] != loc.codec:
+            raise CorruptObjectError(
+                f"chunk {chunk_id.hex()[:16]} in pack {loc.pack_id.hex()[:16]} has a bad codec tag"
+            )
+        if stored[0] != CODEC_DELTA:
+            return decompress_chunk(stored[0], memoryview(stored)[1:], loc.raw_len)
+        head = parse_delta(memoryview(stored)[1:])
+        depth = getattr(self._chain, "depth", 0)
+        if depth >= MAX_DELTA_DEPTH:
+            raise CorruptObjectError(
+                f"chunk {chunk_id.hex()[:16]}: its delta chain is longer than "
+                f"{MAX_DELTA_DEPTH} (a damaged or looping chain; run `ms verify`)"
+            )
+        self._chain.depth = depth + 1
+        try:
+            base_raw = base(head.base_id)
+        finally:
+            self._chain.depth = depth
+        return apply_delta(head, base_raw, loc.raw_len)
+
+    def _read_base_fast(self, base_id: bytes) -> bytes:
+        """A delta base's raw bytes, not checked (the delta's own id is, after)."""
+        with self.db.read() as txn:
+            loc = self.locate(txn, base_id)
+        got = None if loc is None else self.read_current(base_id, loc)
+        if got is None:
+            return self._read_base(base_id)  # the lazy remote, or a clear error
+        return self._decode(base_id, got[1], got[0], self._read_base_fast)
 
     def read_chunk(self, chunk_id: bytes) -> bytes:
         """Read one chunk, verified (from the lazy remote when it is not here)."""
@@ -672,6 +918,44 @@ class ChunkStore:
         if got is None:
             return self._missing(chunk_id)
         return self.decode_verified(chunk_id, got[1], got[0])
+
+    def _read_base(self, base_id: bytes) -> bytes:
+        try:
+            return self.read_chunk(base_id)
+        except ObjectNotFoundError:
+            raise ObjectNotFoundError(
+                f"delta base chunk {base_id.hex()[:16]} is not in the repository (run `ms verify`)"
+            ) from None
+
+    def delta_base(self, loc: ChunkLoc) -> bytes | None:
+        """The base chunk id of a delta-coded chunk (its payload head), else None."""
+        if loc.codec != CODEC_DELTA:
+            return None
+        n = min(1 + DELTA_HEAD.size, loc.stored_len)
+        head = self.read_stored(ChunkLoc(loc.pack_id, loc.offset, n, loc.raw_len, loc.codec))
+        return parse_delta(memoryview(head)[1:]).base_id
+
+    def delta_closure(self, txn: Txn, chunk_ids: Iterable[bytes]) -> set[bytes]:
+        """The delta bases (transitively) of ``chunk_ids`` that are not among them.
+
+        Bases are read from the payload heads of delta-coded chunks (34 bytes each);
+        a base that is not indexed here is included but not followed.
+        """
+        have = set(chunk_ids)
+        out: set[bytes] = set()
+        todo = [c for c in have]
+        while todo:
+            nxt = []
+            for cid in todo:
+                loc = self.locate(txn, cid)
+                if loc is None or loc.codec != CODEC_DELTA:
+                    continue
+                b = self.delta_base(loc)
+                if b is not None and b not in have and b not in out:
+                    out.add(b)
+                    nxt.append(b)
+            todo = nxt
+        return out
 
     def _missing(self, chunk_id: bytes) -> bytes:
         """A chunk not stored here: fetched from the remote of a lazy clone, else an error."""
@@ -722,8 +1006,14 @@ class ChunkStore:
         return ChunkSink(self)
 
     def _process_block(
-        self, view: memoryview, ends: list[int], pending: set[bytes]
+        self,
+        view: memoryview,
+        ends: list[int],
+        pending: set[bytes],
+        at: int = 0,
+        plan: DeltaPlan | None = None,
     ) -> list[tuple[bytes, int, int, bytes | memoryview | None]]:
+        """Hash, dedup and encode the chunks of one block; ``at``: the file offset of view[0]."""
         out: list[tuple[bytes, int, int, bytes | memoryview | None]] = []
         start = 0
         # neighbouring chunks of a file are alike: codec decisions carry over within a block
@@ -735,18 +1025,61 @@ class ChunkStore:
                 if cid in pending or txn.get("chunks", cid) is not None:
                     out.append((cid, end - start, -1, None))
                 else:
-                    codec, payload = chooser.compress(piece, start)
+                    twin = None if plan is None else plan.base_at(at + start, end - start)
+                    got = None if twin is None else self._encode_delta(txn, piece, *twin)
+                    if got is None:
+                        codec, payload = chooser.compress(piece, start)
+                    else:
+                        codec, payload = got
                     out.append((cid, end - start, codec, payload))
                 start = end
         return out
 
+    def _encode_delta(
+        self, txn: Txn, piece: memoryview, base_id: bytes, width: int, phase: int
+    ) -> tuple[int, bytes | memoryview] | None:
+        """Encode ``piece`` as a delta against ``base_id`` when that is smaller than plain.
+
+        None: no delta (the base is not stored here, or a delta would make its chain longer
+        than ``delta_depth``: the chunk is then stored whole, a keyframe). A delta of at most
+        ``DELTA_SURE`` of the chunk is kept at once; otherwise the plain encoding is made too
+        and the smaller kept.
+        """
+        loc = self.locate(txn, base_id)
+        if loc is None or loc.raw_len != len(piece):
+            return None
+        got = self.read_current(base_id, loc)
+        if got is None:
+            return None
+        stored, loc = got
+        depth = parse_delta(memoryview(stored)[1:]).depth if loc.codec == CODEC_DELTA else 0
+        if depth >= self.delta_depth:
+            return None
+        base = self.decode_verified(base_id, loc, stored)
+        hint = PlaneHint(width, phase) if width else None
+        payload = encode_delta(piece, base, base_id, depth + 1, hint)
+        if len(payload) > len(piece) * DELTA_SURE:
+            codec, plain = CodecChooser(self.planes).compress(piece, 0)
+            if len(plain) <= len(payload):
+                return codec, plain
+        return CODEC_DELTA, payload
+
     def ingest(
-        self, stream: Readable, sink: ChunkSink, progress: ProgressFn | None = None
+        self,
+        stream: Readable,
+        sink: ChunkSink,
+        progress: ProgressFn | None = None,
+        plan: DeltaPlan | None = None,
     ) -> FileManifest:
-        """Chunk, hash, dedup and store a stream; return its manifest."""
-        chunker = Chunker(self.params)
+        """Chunk, hash, dedup and store a stream; return its manifest.
+
+        With a ``plan`` (and the ``codec-xor-delta-v1`` feature), tensors that have a twin in
+        the previous version are cut like it and their changed chunks stored as deltas.
+        """
         cuts = forced_cuts(stream) if self.tensor_aware else []
-        ci = 0
+        if not (self.delta and cuts):
+            plan = None
+        cutter = _Cutter(Chunker(self.params), cuts, plan)
         file_hash = blake3()
         cap = BLOCK + self.params.max_size
         # a small file gets small block buffers: zero-filling 4 x 8 MiB for each of thousands
@@ -794,11 +1127,11 @@ class ChunkStore:
                     mv[:tail] = prev[prev_end - tail : prev_end]
                 n, eof = _fill(stream, mv[tail:cap], "added")
                 new = mv[tail : tail + n]
-                cut, ci = _cut_block(chunker, new, size, cuts, ci, eof)
-                ends = [tail + c for c in cut]
+                ends = [tail + c for c in cutter.block(new, size, eof)]
+                at = size - tail
                 size += n
                 hfut = hasher_pool.submit(_update, file_hash, new)
-                fut = pool.submit(self._process_block, mv, ends, sink.pending)
+                fut = pool.submit(self._process_block, mv, ends, sink.pending, at, plan)
                 inflight.append((fut, hfut))
                 prev, prev_end = mv, tail + n
                 tail = prev_end - (ends[-1] if ends else 0)
@@ -819,6 +1152,7 @@ class ChunkStore:
     def stats(self) -> StoreStats:
         """Count chunks and bytes (walks the chunk index)."""
         raw = stored = 0
+        tally: dict[int, list[int]] = {}
         with self.db.read() as txn:
             chunks = txn.items("chunks")
             packs = txn.items("packs")
@@ -826,11 +1160,21 @@ class ChunkStore:
             loc = decode_loc(v)
             raw += loc.raw_len
             stored += loc.stored_len
+            t = tally.setdefault(loc.codec, [0, 0, 0])
+            t[0] += 1
+            t[1] += loc.raw_len
+            t[2] += loc.stored_len
         pack_bytes = sum(PACK_REC.unpack(v)[1] for _, v in packs)
-        return StoreStats(len(chunks), len(packs), raw, stored, pack_bytes)
+        by_codec = {
+            CODEC_NAMES.get(c, str(c)): (n, r, st) for c, (n, r, st) in sorted(tally.items())
+        }
+        return StoreStats(len(chunks), len(packs), raw, stored, pack_bytes, by_codec)
 
     def scan(
-        self, stream: Readable, on_chunk: Callable[[ChunkId, int], None] | None = None
+        self,
+        stream: Readable,
+        on_chunk: Callable[[ChunkId, int], None] | None = None,
+        plan: DeltaPlan | None = None,
     ) -> FileManifest:
         """Chunk and hash a stream exactly as ``ingest`` would, storing nothing.
 
@@ -839,6 +1183,8 @@ class ChunkStore:
         Args:
             stream: What to read (``readinto``).
             on_chunk: Called with every ``(chunk_id, length)`` in file order.
+            plan: The delta plan ``ingest`` would be given (tensors cut like the previous
+                version's).
 
         Returns:
             The manifest ``ingest`` would build (same id). Its chunk lists, if it has segments,
@@ -848,9 +1194,10 @@ class ChunkStore:
         single-threaded (the chunker and BLAKE3 release the GIL, so scans on separate threads
         run in parallel).
         """
-        chunker = Chunker(self.params)
         cuts = forced_cuts(stream) if self.tensor_aware else []
-        ci = 0
+        if not (self.delta and cuts):
+            plan = None
+        cutter = _Cutter(Chunker(self.params), cuts, plan)
         file_hash = blake3()
         cap = BLOCK + self.params.max_size
         mv = memoryview(bytearray(cap))
@@ -869,7 +1216,7 @@ class ChunkStore:
             n, eof = _fill(stream, mv[tail:cap], "scanned")
             new = mv[tail : tail + n]
             file_hash.update(new)
-            cut, ci = _cut_block(chunker, new, size, cuts, ci, eof)
+            cut = cutter.block(new, size, eof)
             size += n
             start = 0
             for end in cut:

@@ -34,6 +34,7 @@ import zstandard
 from modelstore.errors import CorruptObjectError, UnsupportedFormatError
 
 __all__ = [
+    "CODEC_DELTA",
     "CODEC_NAMES",
     "CODEC_PLANES",
     "CODEC_RAW",
@@ -43,21 +44,35 @@ __all__ = [
     "MIN_SAVING",
     "PLANE_WIDTHS",
     "ZSTD_LEVEL",
+    "DELTA_HEAD",
+    "FEATURE_DELTA",
+    "MAX_DELTA_DEPTH",
     "CodecChooser",
+    "DeltaHeader",
     "PlaneHint",
+    "apply_delta",
     "compress_chunk",
     "decompress_chunk",
+    "encode_delta",
     "encode_planes",
     "estimate_planes",
+    "parse_delta",
 ]
 
 CODEC_RAW = 0
 CODEC_ZSTD = 1
 CODEC_PLANES = 2
-KNOWN_CODECS = frozenset({CODEC_RAW, CODEC_ZSTD, CODEC_PLANES})
-CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd", CODEC_PLANES: "planes"}
+CODEC_DELTA = 3
+KNOWN_CODECS = frozenset({CODEC_RAW, CODEC_ZSTD, CODEC_PLANES, CODEC_DELTA})
+CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd", CODEC_PLANES: "planes", CODEC_DELTA: "delta"}
 #: the ``incompat`` feature a repository (and a remote) records before any chunk may use tag 2
 FEATURE_PLANES = "codec-planes-v1"
+#: the ``incompat`` feature a repository (and a remote) records before any chunk may use tag 3
+FEATURE_DELTA = "codec-xor-delta-v1"
+#: the deepest delta chain a reader follows (FORMAT §8.2); writers keep far below it
+MAX_DELTA_DEPTH = 32
+#: tag-3 payload header: base chunk id, depth (1 + the base's depth), inner codec tag
+DELTA_HEAD = struct.Struct("<32sBB")
 
 #: zstd level 1: ~1 GB/s per core on bf16 weights here, and levels 3+ gain under 1% on them.
 ZSTD_LEVEL = 1
@@ -370,8 +385,7 @@ def _decode_planes(payload: memoryview, raw_len: int) -> bytes:
     if len(payload) < pos:
         raise CorruptObjectError("plane payload is shorter than its plane table")
     descs = [
-        _PLANE_DESC.unpack_from(payload, _PLANES_HEAD.size + j * _PLANE_DESC.size)
-        for j in range(w)
+        _PLANE_DESC.unpack_from(payload, _PLANES_HEAD.size + j * _PLANE_DESC.size) for j in range(w)
     ]
     for sub, length in descs:
         if sub == _PLANE_RAW:
@@ -411,6 +425,76 @@ def _decode_planes(payload: memoryview, raw_len: int) -> bytes:
     return b"".join((head, body, payload[pos:]))
 
 
+# -- deltas ----------------------------------------------------------------------------------
+
+
+class DeltaHeader(NamedTuple):
+    """The head of a tag-3 payload: what it is a delta against, and how the rest is coded."""
+
+    base_id: bytes
+    depth: int
+    inner: int
+    body: memoryview
+
+
+def _xor(a: bytes | memoryview, b: bytes | memoryview) -> bytes:
+    """``a`` XOR ``b`` (equal lengths), 8 bytes at a time where it can."""
+    n = len(a)
+    k = n & ~7
+    x = np.frombuffer(a, dtype=np.uint64, count=k // 8) ^ np.frombuffer(
+        b, dtype=np.uint64, count=k // 8
+    )
+    if k == n:
+        return x.tobytes()
+    t = np.frombuffer(a, dtype=np.uint8, offset=k) ^ np.frombuffer(b, dtype=np.uint8, offset=k)
+    return x.tobytes() + t.tobytes()
+
+
+def encode_delta(
+    raw: bytes | memoryview,
+    base: bytes | memoryview,
+    base_id: bytes,
+    depth: int,
+    hint: PlaneHint | None = None,
+) -> bytes:
+    """The tag-3 payload of ``raw`` as an XOR against ``base`` (a chunk of the same length).
+
+    The residual of two nearby float tensors has all-zero exponent planes and small
+    low-order bytes, so it is coded like any chunk (planes, zstd or raw: the inner tag);
+    ``hint`` splits it by the tensor's dtype when that is known.
+    """
+    if len(raw) != len(base):
+        raise ValueError("a delta needs a base of the same length")
+    if not 1 <= depth <= MAX_DELTA_DEPTH:
+        raise ValueError(f"delta depth {depth} out of range")
+    residual = _xor(raw, base)
+    inner, body = compress_chunk(residual, hint=hint, planes=True)
+    return b"".join((DELTA_HEAD.pack(base_id, depth, inner), body))
+
+
+def parse_delta(payload: bytes | memoryview) -> DeltaHeader:
+    """Split a tag-3 payload, refusing a malformed head before anything is read for it."""
+    mv = memoryview(payload).cast("B")
+    if len(mv) < DELTA_HEAD.size:
+        raise CorruptObjectError("delta payload is shorter than its header")
+    base_id, depth, inner = DELTA_HEAD.unpack_from(mv)
+    if not 1 <= depth <= MAX_DELTA_DEPTH:
+        raise CorruptObjectError(f"delta payload has depth {depth} (1..{MAX_DELTA_DEPTH})")
+    if inner not in (CODEC_RAW, CODEC_ZSTD, CODEC_PLANES):
+        raise CorruptObjectError(f"delta payload uses inner codec {inner}")
+    return DeltaHeader(bytes(base_id), depth, inner, mv[DELTA_HEAD.size :])
+
+
+def apply_delta(head: DeltaHeader, base: bytes | memoryview, raw_len: int) -> bytes:
+    """Rebuild a chunk from its parsed tag-3 payload and its base's raw bytes."""
+    if len(base) != raw_len:
+        raise CorruptObjectError(
+            f"delta base {head.base_id.hex()[:16]} is {len(base)} bytes, expected {raw_len}"
+        )
+    residual = decompress_chunk(head.inner, head.body, raw_len)
+    return _xor(residual, base)
+
+
 # -- decoding -------------------------------------------------------------------------------
 
 
@@ -447,6 +531,8 @@ def decompress_chunk(codec: int, payload: bytes | memoryview, raw_len: int) -> b
         return _unzstd(payload, raw_len, "payload")
     if codec == CODEC_PLANES:
         return _decode_planes(memoryview(payload).cast("B"), raw_len)
+    if codec == CODEC_DELTA:  # needs its base: the chunk store decodes these
+        raise CorruptObjectError("a delta-coded chunk cannot be decoded without its base")
     raise UnsupportedFormatError(
         f"chunk uses codec {codec}, unknown to this version of modelstore (upgrade ms)"
     )

@@ -16,10 +16,11 @@ from typing import Any
 
 from modelstore import codec
 from modelstore.chunker import FEATURE_TENSOR_CHUNKING, ChunkerParams
-from modelstore.compress import FEATURE_PLANES
+from modelstore.compress import FEATURE_DELTA, FEATURE_PLANES, MAX_DELTA_DEPTH
 from modelstore.errors import FormatError, UnsupportedFormatError
 
 __all__ = [
+    "DEFAULT_DELTA_DEPTH",
     "DEFAULT_PACK_SIZE",
     "FORMAT_FILE_TEXT",
     "FORMAT_VERSION",
@@ -33,12 +34,15 @@ __all__ = [
 FORMAT_VERSION = 1
 FORMAT_FILE_TEXT = f"modelstore repository format {FORMAT_VERSION}\n"
 #: ``codec-planes-v1``: stored chunks may use codec tag 2, byte planes (docs/FORMAT.md §8)
-KNOWN_INCOMPAT: frozenset[str] = frozenset({FEATURE_PLANES})
+#: ``codec-xor-delta-v1``: stored chunks may use codec tag 3, XOR deltas (docs/FORMAT.md §8.2)
+KNOWN_INCOMPAT: frozenset[str] = frozenset({FEATURE_PLANES, FEATURE_DELTA})
 KNOWN_RO_COMPAT: frozenset[str] = frozenset()
 #: ``chunking-tensor-aware-v1``: safetensors and GGUF files are cut at tensor starts (§5.5)
 KNOWN_COMPAT: frozenset[str] = frozenset({FEATURE_TENSOR_CHUNKING})
 #: ~64 MiB packs: few enough files for millions of chunks, small enough to upload in parts.
 DEFAULT_PACK_SIZE = 64 << 20
+#: a full copy of a tensor chunk after at most this many deltas in a row (docs/FORMAT.md §8.2)
+DEFAULT_DELTA_DEPTH = 4
 
 
 def parse_format_file(text: str) -> int:
@@ -67,6 +71,7 @@ class RepoConfig:
     hash: str = "blake3"
     chunker: ChunkerParams = field(default_factory=ChunkerParams)
     pack_size: int = DEFAULT_PACK_SIZE
+    delta_depth: int = DEFAULT_DELTA_DEPTH
     incompat: list[str] = field(default_factory=list)
     ro_compat: list[str] = field(default_factory=list)
     compat: list[str] = field(default_factory=list)
@@ -81,6 +86,7 @@ class RepoConfig:
             "hash": self.hash,
             "chunker": self.chunker.to_dict(),
             "pack_size": self.pack_size,
+            "delta_depth": self.delta_depth,
             "features": {
                 "incompat": sorted(self.incompat),
                 "ro_compat": sorted(self.ro_compat),
@@ -130,6 +136,11 @@ class RepoConfig:
             pack_size = v["pack_size"]
             if type(pack_size) is not int or pack_size <= 0:
                 raise FormatError("repository config is malformed: pack_size")
+            depth = v.get("delta_depth", DEFAULT_DELTA_DEPTH)
+            if type(depth) is not int or not 0 <= depth <= MAX_DELTA_DEPTH:
+                raise FormatError(
+                    f"repository config is malformed: delta_depth must be 0..{MAX_DELTA_DEPTH}"
+                )
             remotes, user = v.get("remotes", {}), v.get("user", {})
             if not isinstance(remotes, dict) or not isinstance(user, dict):
                 raise FormatError("repository config is malformed: remotes and user must be maps")
@@ -139,6 +150,7 @@ class RepoConfig:
                 hash="blake3",
                 chunker=ChunkerParams.from_dict(v["chunker"]),
                 pack_size=pack_size,
+                delta_depth=depth,
                 incompat=incompat,
                 ro_compat=ro_compat,
                 compat=list(feats.get("compat", [])),

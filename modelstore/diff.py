@@ -444,6 +444,8 @@ class _Version:
     mode: int
     work: Path | None = None
     chunks: _ChunkMap | None = None
+    #: a working file's staged manifest: kept when the content is the same, however chunked
+    staged: ObjectId | None = None
 
 
 def _mode_of(st_mode: int) -> int:
@@ -472,7 +474,8 @@ class _Differ:
         try:
             with open(v.work, "rb", buffering=0) as f:
                 before = os.fstat(f.fileno())
-                m = self.repo.store.scan(f, chunks.add)
+                plan = self.repo.delta_plan(path, f, before.st_size)
+                m = self.repo.store.scan(f, chunks.add, plan)
                 after = os.fstat(f.fileno())
         except FileNotFoundError:
             raise PathError(f"{path}: vanished while being compared") from None
@@ -481,6 +484,11 @@ class _Differ:
         if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
             raise PathError(f"{path}: changed while being compared; run the diff again")
         v.manifest_id, v.size, v.chunks = m.id, m.size, chunks.finish()
+        if v.staged is not None and m.id != v.staged:
+            # the same bytes chunked another way (cut like the previous version, FORMAT §8.2)
+            staged = self.repo.get_manifest(v.staged)
+            if (staged.size, staged.content_hash) == (m.size, m.content_hash):
+                v.manifest_id, v.chunks = v.staged, None
 
     def chunk_map(self, v: _Version) -> _ChunkMap:
         if v.chunks is not None:
@@ -548,7 +556,7 @@ def _load_side(
         if ie.matches(fst):
             out[p] = _Version(ie.manifest_id, ie.size, mode, full)
         else:
-            out[p] = _Version(None, fst.st_size, mode, full)
+            out[p] = _Version(None, fst.st_size, mode, full, staged=ie.manifest_id)
     return out
 
 

@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -43,8 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from modelstore import refs
-from modelstore.backend import Backend, ObjectInfo
+from modelstore.backend import Backend, ObjectInfo, in_parallel
 from modelstore.chunkstore import CHUNK_LOC, PACK_REC, ChunkLoc, ChunkStore, storage_error
+from modelstore.compress import CODEC_DELTA, DELTA_HEAD, parse_delta
 from modelstore.errors import (
     BadArgumentError,
     FormatError,
@@ -293,6 +295,8 @@ def collect(
             marker = _Marker(lambda oid: txn.get("objects", oid))
             marker.mark(strict, strict=True)
             marker.mark(weak, strict=False)
+            if store.delta:  # a live delta keeps its base (and its base's base) live
+                marker.chunks |= store.delta_closure(txn, marker.chunks)
             plan = _plan(txn, store, marker, now - prune_older_than, repack_threshold)
             records = set(txn.keys("packs"))
         res.live_objects, res.live_chunks = len(marker.objects), len(marker.chunks)
@@ -632,6 +636,7 @@ def collect_remote(
         raise RefConflictError(
             f"refs on {remote} kept moving while gc marked; nothing was deleted, run it again"
         )
+    marker.chunks |= _remote_delta_bases(be, view, marker.chunks)
     res.live_objects, res.live_chunks = len(marker.objects), len(marker.chunks)
     young_after = now - prune_older_than
     doomed: list[ObjectInfo] = []
@@ -663,6 +668,46 @@ def collect_remote(
             repo.db.write(lambda t: forget_remote_data(t, remote, packs_gone, bundles_gone))
     res.seconds = round(time.monotonic() - started, 3)
     return res
+
+
+_HEADS_LOCK = threading.Lock()
+
+
+def _remote_delta_bases(be: Backend, view: _RemoteView, live: set[bytes]) -> set[bytes]:
+    """The delta bases (transitively) of the live chunks, read from their payload heads.
+
+    Only delta-coded entries (codec 3 in the pack index) are read: one ranged read of 34
+    bytes each, several at once.
+    """
+    # chunk id -> every delta copy (pack id, offset): copies in two packs may have two bases
+    deltas: dict[bytes, list[tuple[bytes, int]]] = {}
+    for pid, idx in view.idx_chunks.items():
+        for i in range(0, len(idx) - INDEX_ENTRY.size + 1, INDEX_ENTRY.size):
+            if idx[i + INDEX_ENTRY.size - 1] == CODEC_DELTA:
+                cid, off, _, _, _ = INDEX_ENTRY.unpack_from(idx, i)
+                deltas.setdefault(cid, []).append((pid, off))
+    out: set[bytes] = set()
+    heads: list[bytes] = []
+
+    def head(copy: tuple[bytes, int]) -> None:
+        pid, off = copy
+        key = f"packs/{pid.hex()[:2]}/{pid.hex()}.pack"
+        got = be.get(key, offset=off, length=1 + DELTA_HEAD.size)
+        with _HEADS_LOCK:
+            heads.append(got)
+
+    todo = [c for c in live if c in deltas]
+    while todo:
+        heads.clear()
+        in_parallel(head, [copy for c in todo for copy in deltas[c]])
+        todo = []
+        for stored in heads:
+            base = parse_delta(memoryview(stored)[1:]).base_id
+            if base not in live and base not in out:
+                out.add(base)
+                if base in deltas:
+                    todo.append(base)
+    return out
 
 
 def _remote_now(be: Backend) -> float:

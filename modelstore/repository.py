@@ -30,8 +30,8 @@ from blake3 import blake3
 
 from modelstore import codec, reflog, refs
 from modelstore.chunker import FEATURE_TENSOR_CHUNKING, ChunkerParams
-from modelstore.chunkstore import ChunkStore, StoreStats, storage_error
-from modelstore.compress import FEATURE_PLANES
+from modelstore.chunkstore import ChunkStore, DeltaPlan, StoreStats, delta_plan, storage_error
+from modelstore.compress import FEATURE_DELTA, FEATURE_PLANES, MAX_DELTA_DEPTH
 from modelstore.config import FORMAT_FILE_TEXT, KNOWN_INCOMPAT, RepoConfig, parse_format_file
 from modelstore.errors import (
     BadArgumentError,
@@ -67,6 +67,7 @@ from modelstore.objects import (
     decode_object,
     encode_object,
 )
+from modelstore.tensors import SeekableReader, is_safetensors, read_header
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -276,6 +277,20 @@ def _author() -> str:
     return name if "@" in name else f"{name}@{os.uname().nodename}"
 
 
+def _delta_base(rel: str, size: int, prev: dict[str, TreeEntry]) -> TreeEntry | None:
+    """The version of ``rel`` to take deltas against, from the parent commit's files.
+
+    The same path; else (the next checkpoint in a folder of its own) the file of the same
+    name whose size is closest.
+    """
+    e = prev.get(rel)
+    if e is not None:
+        return e
+    name = rel.rpartition("/")[2]
+    same = [e for p, e in prev.items() if p.rpartition("/")[2] == name]
+    return min(same, key=lambda e: abs(e.size - size)) if same else None
+
+
 class Repository:
     """A modelstore repository (open with ``Repository.open`` or create with ``init``)."""
 
@@ -305,8 +320,7 @@ class Repository:
         self.store = ChunkStore(
             self.ms_dir, self.db, self.config.chunker, self.config.pack_size, threads
         )
-        self.store.planes = FEATURE_PLANES in self.config.incompat
-        self.store.tensor_aware = FEATURE_TENSOR_CHUNKING in self.config.compat
+        self._apply_features()
         self.lock = RepoLock(self.ms_dir / "lock")
         self._lazy: LazyFetcher | None = None
         for name, settings in self.config.remotes.items():
@@ -328,6 +342,8 @@ class Repository:
         threads: int | None = None,
         planes: bool = True,
         tensor_aware: bool = True,
+        delta: bool = True,
+        delta_depth: int | None = None,
     ) -> Repository:
         """Create a repository in ``path`` (its working tree) and return it open.
 
@@ -335,6 +351,9 @@ class Repository:
         that versions of ms from before it can still open the repository.
         ``tensor_aware=False`` chunks safetensors files with plain CDC, like repositories made
         before ``chunking-tensor-aware-v1`` (to keep dedup with data chunked that way).
+        ``delta=False`` leaves out XOR deltas against the previous version
+        (``codec-xor-delta-v1``); ``delta_depth`` bounds their chains (a full copy after that
+        many deltas in a row).
         """
         workdir = Path(path).absolute()
         ms = workdir / MS_DIR
@@ -351,6 +370,12 @@ class Repository:
             cfg.incompat.append(FEATURE_PLANES)
         if tensor_aware:
             cfg.compat.append(FEATURE_TENSOR_CHUNKING)
+        if delta and planes and tensor_aware:
+            cfg.incompat.append(FEATURE_DELTA)
+        if delta_depth is not None:
+            if not 0 <= delta_depth <= MAX_DELTA_DEPTH:
+                raise BadArgumentError(f"--delta-depth must be 0..{MAX_DELTA_DEPTH}")
+            cfg.delta_depth = delta_depth
         if pack_size is not None:
             cfg.pack_size = pack_size
         db = open_metadb(ms / "meta")
@@ -503,8 +528,15 @@ class Repository:
 
         with self._writing():
             self.db.write(fn)
-        self.store.planes = FEATURE_PLANES in self.config.incompat
+        self._apply_features()
         return added
+
+    def _apply_features(self) -> None:
+        """Tell the chunk store what the config allows new chunks to use."""
+        self.store.planes = FEATURE_PLANES in self.config.incompat
+        self.store.tensor_aware = FEATURE_TENSOR_CHUNKING in self.config.compat
+        self.store.delta = FEATURE_DELTA in self.config.incompat
+        self.store.delta_depth = self.config.delta_depth
 
     def remote_url(self, name: str) -> str:
         """The URL of a configured remote."""
@@ -862,11 +894,17 @@ class Repository:
             if on_total is not None:
                 sizes = dict(todo)
                 on_total(sum(sizes[rel].st_size for rel in changed))
+            prev: dict[str, TreeEntry] = {}
+            if changed and self.store.delta:
+                with self.db.read() as txn:
+                    prev = self.commit_files(self.head(txn)[1], txn)
             if changed:
                 sink = self.store.sink()
+                size_of = {rel: st.st_size for rel, st in todo}
                 try:
                     for rel in changed:
-                        entry, manifest = self._ingest_file(rel, sink, progress)
+                        base = _delta_base(rel, size_of[rel], prev) if prev else None
+                        entry, manifest = self._ingest_file(rel, sink, progress, base)
                         staged.append((rel, entry, manifest))
                         result["added"].append(rel)
                         result["bytes_read"] += manifest.size
@@ -889,14 +927,15 @@ class Repository:
         return result
 
     def _ingest_file(
-        self, rel: str, sink: Any, progress: ProgressFn | None
+        self, rel: str, sink: Any, progress: ProgressFn | None, base: TreeEntry | None = None
     ) -> tuple[IndexEntry, FileManifest]:
         full = self._abs(rel)
         recorded = time.time_ns()
         try:
             with open(full, "rb", buffering=0) as f:
                 st = os.fstat(f.fileno())
-                manifest = self.store.ingest(f, sink, progress)
+                plan = None if base is None else self._delta_plan(f, base)
+                manifest = self.store.ingest(f, sink, progress, plan)
                 st2 = os.fstat(f.fileno())
         except FileNotFoundError:
             raise PathError(f"{rel}: vanished while being added") from None
@@ -918,6 +957,32 @@ class Repository:
             recorded,
         )
         return entry, manifest
+
+    def delta_plan(self, rel: str, f: SeekableReader, size: int) -> DeltaPlan | None:
+        """The delta plan ``add`` would use for the working file ``rel`` now (FORMAT §8.2).
+
+        ``scan`` with it gives the manifest that adding the file would give.
+        """
+        if not self.store.delta:
+            return None
+        with self.db.read() as txn:
+            prev = self.commit_files(self.head(txn)[1], txn)
+        base = _delta_base(rel, size, prev)
+        return None if base is None else self._delta_plan(f, base)
+
+    def _delta_plan(self, f: SeekableReader, base: TreeEntry) -> DeltaPlan | None:
+        """Line a safetensors file up with its previous version, or None (FORMAT §8.2)."""
+        if not is_safetensors(f):
+            return None
+        try:
+            m = self.get_manifest(base.id)
+            with ChunkedFile(self.store, m, "the previous version", self.get_chunk_list) as old:
+                if not is_safetensors(old):
+                    return None
+                infos, _ = read_header(old)
+        except MsError:  # not readable here (a lazy clone offline, damage): no deltas
+            return None
+        return delta_plan(f, infos, m.size, self.manifest_chunks(m))
 
     def _clean_tmp(self) -> None:
         # Leftovers of a crashed writer: we hold the lock, so no one else is writing there.
@@ -1207,9 +1272,7 @@ class Repository:
         with self.open_file(path, rev) as f:
             return _safetensors_header(f)
 
-    def load_tensor(
-        self, rev: str, path: str, name: str, *, raw: bool = False
-    ) -> npt.NDArray[Any]:
+    def load_tensor(self, rev: str, path: str, name: str, *, raw: bool = False) -> npt.NDArray[Any]:
         """One tensor of a safetensors file at ``rev`` as a numpy array, shaped.
 
         Reads the header and then only the chunks the tensor's byte range spans, straight into
@@ -1370,11 +1433,7 @@ class Repository:
 
     def _in_place(self, rel: str, cur: IndexEntry, e: TreeEntry) -> bool:
         """``rel`` is staged as ``e`` and the working file still holds it: nothing to write."""
-        return (
-            cur.manifest_id == e.id
-            and cur.mode == e.mode
-            and self._unchanged(rel, cur)
-        )
+        return cur.manifest_id == e.id and cur.mode == e.mode and self._unchanged(rel, cur)
 
     def _unchanged(self, rel: str, cur: IndexEntry) -> bool:
         """Whether the working file still holds its staged content (stat cache, else hash)."""
@@ -1638,6 +1697,11 @@ class Repository:
             "packs": s.packs,
             "objects": objects,
             "dedup_ratio": round(logical / s.stored_bytes, 3) if s.stored_bytes else None,
+            "codecs": {
+                name: {"chunks": n, "raw_bytes": r, "stored_bytes": st}
+                for name, (n, r, st) in s.by_codec.items()
+            },
+            "delta_depth": self.config.delta_depth if self.store.delta else None,
         }
 
 

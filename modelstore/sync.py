@@ -41,14 +41,23 @@ from blake3 import blake3
 
 from modelstore import codec, reflog, refs
 from modelstore.aliases import PREFIX as ALIAS_PREFIX
-from modelstore.backend import Backend, open_backend
+from modelstore.backend import Backend, in_parallel, open_backend
 from modelstore.branches import is_ancestor
 from modelstore.chunkstore import CHUNK_LOC, PACK_REC, ChunkLoc, decode_loc, storage_error
-from modelstore.compress import CODEC_PLANES, FEATURE_PLANES, decompress_chunk
+from modelstore.compress import (
+    CODEC_DELTA,
+    CODEC_PLANES,
+    FEATURE_DELTA,
+    FEATURE_PLANES,
+    MAX_DELTA_DEPTH,
+    decompress_chunk,
+    parse_delta,
+)
 from modelstore.errors import (
     BadArgumentError,
     CorruptObjectError,
     FormatError,
+    MsError,
     ObjectNotFoundError,
     RefConflictError,
     RefNotFoundError,
@@ -86,7 +95,7 @@ __all__ = [
 
 REMOTE_FORMAT = b"modelstore remote format 1\n"
 #: features a remote may list after its format line (FORMAT §12); like the repository's
-KNOWN_REMOTE_INCOMPAT = frozenset({FEATURE_PLANES})
+KNOWN_REMOTE_INCOMPAT = frozenset({FEATURE_PLANES, FEATURE_DELTA})
 KNOWN_REMOTE_RO_COMPAT: frozenset[str] = frozenset()
 _FEATURE_SETS = ("incompat", "ro_compat", "compat")
 #: the largest metadata bundle a fetch decompresses
@@ -312,9 +321,12 @@ def _require_remote_feature(be: Backend, name: str) -> None:
         if name in feats["incompat"]:
             return
         feats["incompat"].add(name)
-        text = REMOTE_FORMAT + "".join(
-            f"{kind} {n}\n" for kind in _FEATURE_SETS for n in sorted(feats[kind])
-        ).encode()
+        text = (
+            REMOTE_FORMAT
+            + "".join(
+                f"{kind} {n}\n" for kind in _FEATURE_SETS for n in sorted(feats[kind])
+            ).encode()
+        )
         try:
             be.put("format", text, overwrite=True, if_match=(info.etag if info else None) or "")
             return
@@ -327,12 +339,13 @@ def adopt_remote_features(repo: Repository, incompat: frozenset[str]) -> None:
     """Record locally the features of a remote that data is about to come from."""
     if FEATURE_PLANES in incompat and not repo.store.planes:
         repo.enable_feature(FEATURE_PLANES)
+    if FEATURE_DELTA in incompat and not repo.store.delta:
+        repo.enable_feature(FEATURE_DELTA)
 
 
-def _sends_planes(repo: Repository, whole: list[bytes], rest: list[tuple[bytes, Any]]) -> bool:
-    """Whether a push uploads any plane-coded chunk (whole packs: every chunk in them)."""
-    if any(loc.codec == CODEC_PLANES for _, loc in rest):
-        return True
+def _codecs_sent(repo: Repository, whole: list[bytes], rest: list[tuple[bytes, Any]]) -> set[int]:
+    """The codecs of the chunks a push uploads (whole packs: every chunk in them)."""
+    out = {loc.codec for _, loc in rest}
     for pid in whole:
         path = repo.store.pack_path(pid)
         fd = os.open(path, os.O_RDONLY)
@@ -340,9 +353,8 @@ def _sends_planes(repo: Repository, whole: list[bytes], rest: list[tuple[bytes, 
             _, entries = read_pack_trailer(fd, os.fstat(fd).st_size)
         finally:
             os.close(fd)
-        if any(e.codec == CODEC_PLANES for e in entries):
-            return True
-    return False
+        out.update(e.codec for e in entries)
+    return out
 
 
 # -- reachability ----------------------------------------------------------------------------
@@ -471,10 +483,14 @@ def push(
             return txn.get("remote", _k(remote, b"o", oid)) is not None
 
         objs, manifests = _walk(repo, txn, tips.values(), on_remote)
+        chunks = _chunks_of(manifests, repo.get_chunk_list)
+        if repo.store.delta:  # a delta is useless there without its base: send bases too
+            # (of every chunk named, also those already there: a delta may have gone up in
+            # a whole pack without its base)
+            bases = repo.store.delta_closure(txn, (cid for cid, _ in chunks))
+            chunks += [(b, 0) for b in bases]
         missing = [
-            (cid, n)
-            for cid, n in _chunks_of(manifests, repo.get_chunk_list)
-            if txn.get("remote", _k(remote, b"c", cid)) is None
+            (cid, n) for cid, n in chunks if txn.get("remote", _k(remote, b"c", cid)) is None
         ]
         locs = []
         for cid, _ in missing:
@@ -493,8 +509,11 @@ def push(
     # 1. packs, then their indexes: whole local packs when most of a pack is wanted (streamed
     # from disk as they are), the remaining chunks re-packed
     whole, rest = _split_by_pack(repo, locs)
-    if _sends_planes(repo, whole, rest):
+    codecs = _codecs_sent(repo, whole, rest)
+    if CODEC_PLANES in codecs or CODEC_DELTA in codecs:  # delta residuals may be planes
         _require_remote_feature(be, FEATURE_PLANES)
+    if CODEC_DELTA in codecs:
+        _require_remote_feature(be, FEATURE_DELTA)
     sent = _send_whole_packs(repo, be, whole, res, progress)
     sent += _send_packs(repo, be, rest, res, progress)
     # 2. the metadata bundle
@@ -586,22 +605,6 @@ def _check_move(
 
 
 _RES_LOCK = threading.Lock()
-#: transfers in flight at once (``MS_TRANSFERS`` overrides): latency hides behind each other
-DEFAULT_TRANSFERS = 4
-
-
-def _in_parallel(fn: Callable[[Any], None], items: list[Any]) -> None:
-    """Run ``fn`` over ``items`` on up to ``transfers`` threads; re-raise the first error."""
-    n = int(os.environ.get("MS_TRANSFERS", DEFAULT_TRANSFERS))
-    if n <= 1 or len(items) <= 1:
-        for it in items:
-            fn(it)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(min(n, len(items)), thread_name_prefix="ms-transfer") as ex:
-        for f in [ex.submit(fn, it) for it in items]:
-            f.result()
 
 
 #: a local pack is sent whole when at least this share of its chunk bytes is wanted
@@ -664,7 +667,7 @@ def _send_whole_packs(
             if progress is not None:
                 progress(sum(e.raw_len for e in entries))
 
-    _in_parallel(one, pids)
+    in_parallel(one, pids)
     return sent
 
 
@@ -857,7 +860,9 @@ def fetch(
     if where and not lazy:
         if on_total is not None:
             on_total(sum(n for _, n in need))
-        _receive_chunks(repo, be, where, res, progress)
+        deltas = _receive_chunks(repo, be, where, res, progress)
+        if deltas:
+            _settle_deltas(repo, be, remote, deltas, res, progress)
     # refs: remote-tracking branches, new tags, aliases
 
     def set_refs(txn: Txn) -> None:
@@ -880,15 +885,74 @@ def fetch(
     return res
 
 
+def _settle_deltas(
+    repo: Repository,
+    be: Backend,
+    remote: str,
+    deltas: list[bytes],
+    res: SyncResult,
+    progress: ProgressFn | None,
+) -> None:
+    """Fetch the delta bases that are still missing, then verify every received delta.
+
+    Delta chunks are indexed before they are checked (their bases may arrive in another
+    pack); refs have not moved yet, so nothing reaches them. Any that fails its check is
+    taken out of the chunk index again and the fetch fails.
+    """
+    store = repo.store
+    received = list(deltas)
+    fresh = deltas
+    for _ in range(MAX_DELTA_DEPTH + 1):
+        where: dict[bytes, list[tuple[bytes, int]]] = {}
+        with repo.db.read() as txn:
+            for cid in fresh:
+                loc = store.locate(txn, cid)
+                base = None if loc is None else store.delta_base(loc)
+                if base is None or txn.get("chunks", base) is not None:
+                    continue
+                pid = txn.get("remote", _k(remote, b"c", base))
+                if pid is None:
+                    raise ObjectNotFoundError(
+                        f"delta base {base.hex()[:16]} of chunk {cid.hex()[:16]} is not on "
+                        f"{remote}: the remote is incomplete"
+                    )
+                if (base, -1) not in where.setdefault(pid, []):
+                    where[pid].append((base, -1))
+        if not where:
+            break
+        fresh = _receive_chunks(repo, be, where, res, progress)
+        received += fresh
+    try:
+        for cid in received:
+            store.read_chunk(cid)  # decodes through its bases and checks the id
+    except MsError as exc:
+
+        def unindex(txn: Txn) -> None:
+            for cid in received:
+                txn.delete("chunks", cid)
+
+        repo.db.write(unindex)
+        raise CorruptObjectError(
+            f"a delta chunk from {remote} does not decode to its id ({exc.message}); "
+            "nothing was stored"
+        ) from None
+
+
 def _receive_chunks(
     repo: Repository,
     be: Backend,
     where: dict[bytes, list[tuple[bytes, int]]],
     res: SyncResult,
     progress: ProgressFn | None,
-) -> None:
+) -> list[bytes]:
+    """Fetch chunks (``(id, length)`` per remote pack; length -1: any) into local packs.
+
+    Every chunk is verified before it is stored, except deltas, whose bases may not be
+    here yet: their ids are returned for ``_settle_deltas``.
+    """
     sink = repo.store.sink()
-    whole: list[tuple[str, bytes, bytes]] = []
+    whole: list[tuple[str, bytes, bytes, set[bytes]]] = []
+    deltas: list[bytes] = []
     try:
         for pid, wanted in where.items():
             key = f"packs/{pid.hex()[:2]}/{pid.hex()}"
@@ -896,15 +960,19 @@ def _receive_chunks(
             entries = index_entries(idx, pid, f"remote pack index {key}.idx")
             total = sum(e[1] for e in entries.values())
             if sum(entries[c][1] for c, _ in wanted if c in entries) >= WHOLE_PACK_SHARE * total:
-                whole.append((key, pid, idx))
+                whole.append((key, pid, idx, {c for c, _ in wanted}))
                 continue
             for cid, n in sorted(wanted, key=lambda x: entries[x[0]][0]):
                 off, stored_len, raw_len, codec_ = entries[cid]
                 data = be.get(f"{key}.pack", offset=off, length=stored_len)
-                if not data or data[0] != codec_ or raw_len != n:
+                if not data or data[0] != codec_ or (raw_len != n and n >= 0):
                     raise CorruptObjectError(f"remote chunk {cid.hex()[:16]} is damaged")
-                raw = decompress_chunk(data[0], memoryview(data)[1:], raw_len)
-                if blake3(raw).digest() != cid:
+                if data[0] == CODEC_DELTA:
+                    parse_delta(memoryview(data)[1:])  # a well-formed head, checked later
+                    deltas.append(cid)
+                elif (
+                    blake3(decompress_chunk(data[0], memoryview(data)[1:], raw_len)).digest() != cid
+                ):
                     raise CorruptObjectError(
                         f"remote chunk {cid.hex()[:16]} in {key}.pack does not match its hash; "
                         "nothing was stored"
@@ -914,8 +982,9 @@ def _receive_chunks(
                 res.bytes += stored_len
                 if progress is not None:
                     progress(raw_len)
-        _in_parallel(
-            lambda j: _install_whole_pack(repo, be, j[0], j[1], j[2], res, progress), whole
+        in_parallel(
+            lambda j: _install_whole_pack(repo, be, j[0], j[1], j[2], j[3], res, progress, deltas),
+            whole,
         )
         sink.close()
     except OSError as exc:  # writing packs: a full disk says what to do
@@ -924,6 +993,7 @@ def _receive_chunks(
     except BaseException:
         sink.abort()
         raise
+    return deltas
 
 
 def _install_whole_pack(
@@ -932,12 +1002,17 @@ def _install_whole_pack(
     key: str,
     pid: bytes,
     idx: bytes,
+    wanted: set[bytes],
     res: SyncResult,
     progress: ProgressFn | None,
+    deltas: list[bytes],
 ) -> None:
     """Download a remote pack whole, verify every chunk in it, rename it in, index it.
 
     One streamed request instead of one per chunk; the chunks are verified in parallel.
+    Wanted delta chunks are appended to ``deltas``, to be verified once their bases are
+    here; the others are not indexed (a pack a gc kept whole may hold dead deltas whose
+    bases are gone).
     """
     store = repo.store
     store.tmp_dir.mkdir(exist_ok=True)
@@ -966,7 +1041,13 @@ def _install_whole_pack(
                 for e in batch:
                     stored = os.pread(fd, e.stored_len, e.offset)
                     loc = ChunkLoc(pid, e.offset, e.stored_len, e.raw_len, e.codec)
-                    store.decode_verified(e.chunk_id, loc, stored)  # raises on any mismatch
+                    if e.codec == CODEC_DELTA:
+                        if e.chunk_id in wanted:
+                            parse_delta(memoryview(stored)[1:])
+                            with _RES_LOCK:
+                                deltas.append(e.chunk_id)
+                    else:
+                        store.decode_verified(e.chunk_id, loc, stored)  # raises on a mismatch
                     n += e.raw_len
                 return n
 
@@ -988,6 +1069,8 @@ def _install_whole_pack(
     def index(txn: Txn) -> None:
         txn.put("packs", pid, PACK_REC.pack(1, size, len(entries), time.time_ns()))
         for e in entries:
+            if e.codec == CODEC_DELTA and e.chunk_id not in wanted:
+                continue
             loc = CHUNK_LOC.pack(1, pid, e.offset, e.stored_len, e.raw_len, e.codec)
             txn.put("chunks", e.chunk_id, loc, overwrite=False)
 

@@ -33,7 +33,13 @@ from blake3 import blake3
 from modelstore import reflog, refs
 from modelstore.backend import Backend, ObjectInfo
 from modelstore.chunkstore import CHUNK_LOC, PACK_REC, ChunkLoc, ChunkStore, decode_loc
-from modelstore.compress import decompress_chunk
+from modelstore.compress import (
+    CODEC_DELTA,
+    MAX_DELTA_DEPTH,
+    apply_delta,
+    decompress_chunk,
+    parse_delta,
+)
 from modelstore.errors import CorruptObjectError, MsError, ObjectNotFoundError
 from modelstore.ids import ID_LEN, ChunkId, ObjectId
 from modelstore.lazy import remote_key
@@ -332,6 +338,7 @@ class _LocalChunks:
         self.repo, self.txn, self.found, self.rep = repo, txn, found, rep
         self.lazy = repo._lazy.remote if repo._lazy is not None else None
         self.sizes: dict[bytes, int] = {}  # pack id -> file size, -1 when missing
+        self.deltas: set[bytes] = set()  # delta chunks whose base was checked
 
     def __call__(self, cid: bytes, n: int, where: str) -> None:
         txn, found, rep = self.txn, self.found, self.rep
@@ -376,6 +383,16 @@ class _LocalChunks:
         elif loc.offset + loc.stored_len > psize:
             found.add("chunk", f"chunk {cid.hex()[:16]} lies past the end of its pack", where, key)
             rep.damaged_chunks[cid] = raw
+        elif loc.codec == CODEC_DELTA and cid not in self.deltas:
+            self.deltas.add(cid)  # its base must be here too (and its base's base)
+            try:
+                base = self.repo.store.delta_base(loc)
+            except MsError as exc:
+                found.add("chunk", f"chunk {cid.hex()[:16]}: {exc.message}", where, key)
+                rep.damaged_chunks[cid] = raw
+                return
+            if base is not None:
+                self(base, loc.raw_len, f"{where} (delta base of chunk {cid.hex()[:16]})")
 
 
 def _verify_local(
@@ -695,7 +712,10 @@ def verify_remote(
                 continue
             objects.setdefault(oid, raw)
 
+    named: set[bytes] = set()  # chunks a reachable manifest names
+
     def check(cid: bytes, n: int, where: str) -> None:
+        named.add(cid)
         got = chunk_at.get(cid)
         if got is None:
             found.add(
@@ -716,8 +736,17 @@ def verify_remote(
     starts = sorted(remote_refs.items())
     _Walk(objects.get, found, rep, check, " (no bundle on the remote holds it)").run(starts)
     if read_data:
+
+        def copy_of(cid: bytes) -> tuple[int, int, bytes] | None:
+            got = chunk_at.get(cid)
+            if got is None:
+                return None
+            pid, raw_len, off, stored_len, codec = got
+            key = f"packs/{pid.hex()[:2]}/{pid.hex()}.pack"
+            return codec, raw_len, be.get(key, offset=off, length=stored_len)
+
         for pid, idx in intact:
-            _read_remote_pack(be, pid, idx, found, rep, progress)
+            _read_remote_pack(be, pid, idx, found, rep, progress, copy_of, named)
     keys = found.keys()
     affects: dict[_Key, tuple[Affected, ...]] = {}
     if keys:
@@ -733,8 +762,10 @@ def verify_remote(
 
 def _remote_packs(
     be: Backend, found: _Found, rep: VerifyReport
-) -> tuple[dict[bytes, tuple[bytes, int]], list[tuple[bytes, bytes]]]:
-    """Check each ``.idx`` against its name and its pack; map chunk id → (pack id, raw length).
+) -> tuple[dict[bytes, tuple[bytes, int, int, int, int]], list[tuple[bytes, bytes]]]:
+    """Check each ``.idx`` against its name and its pack; map chunk id → its copy.
+
+    A copy is ``(pack id, raw length, offset, stored length, codec)``.
 
     Returns that map and the intact packs ``(pack id, .idx bytes)``. A chunk listed by an
     intact pack is mapped to it rather than to a damaged one. A ``.pack`` without ``.idx`` is
@@ -745,7 +776,7 @@ def _remote_packs(
         m = _PACK_FILE.fullmatch(info.key)
         if m is not None:
             files.setdefault(bytes.fromhex(m.group(1)), {})[m.group(2)] = info
-    chunk_at: dict[bytes, tuple[bytes, int]] = {}
+    chunk_at: dict[bytes, tuple[bytes, int, int, int, int]] = {}
     intact: list[tuple[bytes, bytes]] = []
     for pid, have in sorted(files.items()):
         if "idx" not in have:
@@ -781,10 +812,10 @@ def _remote_packs(
             found.add("pack", problem, where, key)
             rep.damaged_packs.add(pid)
         ok = pid not in rep.damaged_packs
-        for cid, _, _, raw_len, _ in INDEX_ENTRY.iter_unpack(idx):
+        for cid, off, stored_len, raw_len, codec in INDEX_ENTRY.iter_unpack(idx):
             cur = chunk_at.get(cid)
             if cur is None or (ok and cur[0] in rep.damaged_packs):
-                chunk_at[cid] = (pid, raw_len)
+                chunk_at[cid] = (pid, raw_len, off, stored_len, codec)
         if ok:
             intact.append((pid, idx))
     return chunk_at, intact
@@ -817,12 +848,56 @@ def _remote_trailer_problem(be: Backend, key: str, size: int, idx: bytes) -> str
     return ""
 
 
-def _chunk_error(cid: bytes, codec: int, raw_len: int, stored: bytes) -> str | None:
-    """Why stored chunk bytes are not the chunk ``cid`` (None: they are)."""
+#: gives a copy of a chunk, ``(codec, raw length, stored bytes)``, or None: not there
+CopyOf = Callable[[bytes], "tuple[int, int, bytes] | None"]
+
+
+def _decode(stored: bytes, raw_len: int, copy_of: CopyOf, depth: int = 0) -> bytes:
+    """Decode stored bytes; a delta's base is read through ``copy_of`` and checked by its id."""
+    if stored[0] != CODEC_DELTA:
+        return decompress_chunk(stored[0], memoryview(stored)[1:], raw_len)
+    head = parse_delta(memoryview(stored)[1:])
+    if depth >= MAX_DELTA_DEPTH:
+        raise CorruptObjectError(f"a delta chain is longer than {MAX_DELTA_DEPTH}")
+    got = copy_of(head.base_id)
+    if got is None:
+        raise ObjectNotFoundError(f"its delta base {head.base_id.hex()[:16]} is not there")
+    codec, base_len, base_stored = got
+    if not base_stored or base_stored[0] != codec:
+        raise CorruptObjectError(f"its delta base {head.base_id.hex()[:16]} has a bad codec tag")
+    base = _decode(base_stored, base_len, copy_of, depth + 1)
+    if blake3(base).digest() != head.base_id:
+        raise CorruptObjectError(
+            f"its delta base {head.base_id.hex()[:16]} does not match its hash"
+        )
+    return apply_delta(head, base, raw_len)
+
+
+def _raw_of(cid: bytes, copy_of: CopyOf) -> bytes:
+    """The raw bytes of chunk ``cid`` from a copy, checked against its id."""
+    got = copy_of(cid)
+    if got is None:
+        raise ObjectNotFoundError(f"delta base {cid.hex()[:16]} is not there")
+    codec, raw_len, stored = got
+    if not stored or stored[0] != codec:
+        raise CorruptObjectError(f"delta base {cid.hex()[:16]} has a bad codec tag")
+    raw = _decode(stored, raw_len, copy_of)
+    if blake3(raw).digest() != cid:
+        raise CorruptObjectError(f"delta base {cid.hex()[:16]} does not match its hash")
+    return raw
+
+
+def _chunk_error(
+    cid: bytes, codec: int, raw_len: int, stored: bytes, copy_of: CopyOf
+) -> str | None:
+    """Why stored chunk bytes are not the chunk ``cid`` (None: they are).
+
+    A delta is applied to its base, found through ``copy_of``.
+    """
     if not stored or stored[0] != codec:
         return "has a bad codec tag"
     try:
-        raw = decompress_chunk(stored[0], memoryview(stored)[1:], raw_len)
+        raw = _decode(stored, raw_len, copy_of)
     except MsError as exc:
         return f"does not decompress: {exc.message}"
     if blake3(raw).digest() != cid:
@@ -837,8 +912,13 @@ def _read_remote_pack(
     found: _Found,
     rep: VerifyReport,
     progress: ProgressFn | None,
+    copy_of: CopyOf,
+    named: set[bytes],
 ) -> None:
     """Stream one remote pack and check every chunk its ``.idx`` lists, in offset order.
+
+    A delta no reachable manifest names is skipped: a pack gc kept whole may hold dead
+    deltas whose bases are gone (live bases are checked through the deltas that need them).
 
     Memory holds one streamed block plus one chunk, whatever the pack's size.
     """
@@ -868,7 +948,9 @@ def _read_remote_pack(
             data = bytes(buf[a : a + stored_len])
             del buf[: a + stored_len]
             start = off + stored_len
-            error = _chunk_error(cid, codec, raw_len, data)
+            if codec == CODEC_DELTA and cid not in named:
+                continue
+            error = _chunk_error(cid, codec, raw_len, data, copy_of)
             if error is not None:
                 where = f"chunk {cid.hex()[:16]}"
                 found.add("chunk", f"chunk {cid.hex()[:16]} in {key} {error}", where, ("c", cid))
@@ -926,6 +1008,14 @@ def repair(
                 txn.scan("chunks", held)
         known_bad = before.damaged_chunks.keys() | seen.damaged_chunks.keys()
         _recover_chunks(repo, src, want, known_bad, res, lost)
+        fresh = set(want)
+        for _ in range(MAX_DELTA_DEPTH):  # a refetched delta may need a base not here
+            bases = _missing_bases(repo, fresh) - {c for _, c in lost}
+            if not bases:
+                break
+            _recover_chunks(repo, src, dict.fromkeys(bases), bases, res, lost)
+            want.update(dict.fromkeys(bases))
+            fresh = bases
         _store_objects(repo, objs, res)
         res.packs_retired = _retire_packs(repo, before.damaged_packs)
         res.after = _verify_local(repo, read_data=False, progress=None, read_only=set(want))
@@ -944,6 +1034,22 @@ def repair(
                     Problem("unrepaired", f"{what} {ident.hex()[:16]}: {why}{note}", "", got)
                 )
     return res
+
+
+def _missing_bases(repo: Repository, chunk_ids: set[bytes]) -> set[bytes]:
+    """The delta bases of ``chunk_ids`` that are not indexed here."""
+    out: set[bytes] = set()
+    store = repo.store
+    with repo.db.read() as txn:
+        for cid in chunk_ids:
+            loc = store.locate(txn, cid)
+            try:
+                base = None if loc is None else store.delta_base(loc)
+            except MsError:
+                continue  # the verify after the repair reports it
+            if base is not None and not store.has(txn, base):
+                out.add(base)
+    return out
 
 
 class _RemoteCopies:
@@ -1083,7 +1189,31 @@ def _recover_chunks(
     whose trailer is damaged), else the remote's.
     """
     store = repo.store
-    out = _NewPacks(repo, res)
+
+    def copy_of(cid: bytes) -> tuple[int, int, bytes] | None:
+        """A delta base: a copy being repaired, the local one, else the remote's."""
+        got = out.fresh.get(cid)
+        if got is not None:
+            return got
+        with repo.db.read() as txn:
+            loc = store.locate(txn, cid)
+        if loc is not None and cid not in known_bad:
+            try:
+                return loc.codec, loc.raw_len, store.read_stored(loc)
+            except MsError:
+                pass
+        for everywhere in (False, True):
+            for pid, off, stored_len, raw_len, codec in src.chunk_copies(
+                {cid}, everywhere=everywhere
+            ).get(cid, []):
+                key = f"packs/{pid.hex()[:2]}/{pid.hex()}.pack"
+                try:
+                    return codec, raw_len, src.be.get(key, offset=off, length=stored_len)
+                except MsError:
+                    continue
+        return None
+
+    out = _NewPacks(repo, res, copy_of)
     try:
         remote_wanted: set[bytes] = set()
         for cid, old in want.items():
@@ -1117,7 +1247,7 @@ def _recover_chunks(
                     except MsError as exc:
                         why[cid] = f"cannot read {src.name}'s copy: {exc.message}"
                         continue
-                    error = _chunk_error(cid, codec, raw_len, data)
+                    error = _chunk_error(cid, codec, raw_len, data, copy_of)
                     if error is not None:
                         why[cid] = f"{src.name}'s copy is damaged too ({key} {error})"
                         continue
@@ -1136,10 +1266,12 @@ def _recover_chunks(
 class _NewPacks:
     """Repaired chunks into new packs: durable, read back, then the index moves (FORMAT §15)."""
 
-    def __init__(self, repo: Repository, res: RepairReport) -> None:
-        self.repo, self.res = repo, res
+    def __init__(self, repo: Repository, res: RepairReport, copy_of: CopyOf) -> None:
+        self.repo, self.res, self.copy_of = repo, res, copy_of
         self.writer: PackWriter | None = None
         self.old: dict[bytes, bytes | None] = {}
+        #: copies in the pack being written, as delta bases for the chunks after them
+        self.fresh: dict[bytes, tuple[int, int, bytes]] = {}
 
     def add(self, cid: bytes, stored: bytes, raw_len: int, old: bytes | None) -> None:
         """Append a verified chunk (stored bytes: tag + payload); ``old``: its index entry."""
@@ -1149,6 +1281,7 @@ class _NewPacks:
             self.writer = PackWriter(store.tmp_dir, f"repair-{os.getpid()}-{os.urandom(6).hex()}")
         self.writer.add(ChunkId(cid), stored[0], memoryview(stored)[1:], raw_len)
         self.old[cid] = old
+        self.fresh[cid] = (stored[0], raw_len, stored)
         if self.writer.size >= self.repo.config.pack_size:
             self.flush()
 
@@ -1165,7 +1298,7 @@ class _NewPacks:
             w.abort()
             raise
         pid = bytes.fromhex(pack_hex)
-        entries = _read_back(store, pid, str(path))  # the disk holds what was verified
+        entries = _read_back(store, pid, str(path), self.copy_of)  # the disk holds it
         size = os.path.getsize(path)
         moved: list[bytes] = []
 
@@ -1180,6 +1313,7 @@ class _NewPacks:
                 moved.append(e.chunk_id)
 
         self.repo.db.write(index)
+        self.fresh.clear()  # indexed now: found as local copies
         store.forget_pack(pid)  # a cached descriptor may be of a damaged file by this name
         self.res.packs_written += 1
         self.res.chunks_repaired += len(moved)
@@ -1191,7 +1325,7 @@ class _NewPacks:
             self.writer = None
 
 
-def _read_back(store: ChunkStore, pid: bytes, path: str) -> list[PackEntry]:
+def _read_back(store: ChunkStore, pid: bytes, path: str, copy_of: CopyOf) -> list[PackEntry]:
     """Check a pack just written, trailer and every chunk, before anything names it."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -1201,7 +1335,7 @@ def _read_back(store: ChunkStore, pid: bytes, path: str) -> list[PackEntry]:
         for e in entries:
             stored = os.pread(fd, e.stored_len, e.offset)
             loc = ChunkLoc(pid, e.offset, e.stored_len, e.raw_len, e.codec)
-            store.decode_verified(e.chunk_id, loc, stored)
+            store.decode_verified(e.chunk_id, loc, stored, lambda b: _raw_of(b, copy_of))
     finally:
         os.close(fd)
     return entries

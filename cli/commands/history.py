@@ -281,6 +281,19 @@ def stats(as_json: bool) -> None:
     say(f"stored bytes:   {human_size(s['stored_bytes'])} (after compression)")
     say(f"pack files:     {s['packs']} ({human_size(s['pack_bytes'])})")
     say(f"chunks:         {s['chunks']}")
+    if s["codecs"]:
+        parts = ", ".join(f"{name} {c['chunks']}" for name, c in s["codecs"].items())
+        say(f"codecs:         {parts}")
+    if s.get("delta_depth") is not None:
+        delta = s["codecs"].get("delta")
+        if delta:
+            say(
+                f"deltas:         {delta['chunks']} chunks, {human_size(delta['raw_bytes'])} "
+                f"stored in {human_size(delta['stored_bytes'])} "
+                f"(at most {s['delta_depth']} in a row)"
+            )
+        else:
+            say(f"deltas:         none yet (at most {s['delta_depth']} in a row)")
     if s["dedup_ratio"]:
         say(f"space saving:   {s['dedup_ratio']}x")
 

@@ -20,21 +20,57 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON for 
     "before it cannot open such a repository). On an existing repository, --float-codec "
     "turns it on.",
 )
+@click.option(
+    "--deltas/--no-deltas",
+    default=None,
+    help="Store the next version of a safetensors checkpoint as XOR deltas against the "
+    "previous one (default for new repositories; ms versions before it cannot open such a "
+    "repository). On an existing repository, --deltas turns it on.",
+)
+@click.option(
+    "--delta-depth",
+    type=click.IntRange(0, 32),
+    default=None,
+    metavar="N",
+    help="At most N deltas in a row before a full copy (default 4): reading a version "
+    "decodes up to N+1 chunks per chunk.",
+)
 @json_opt
-def init(path: str, float_codec: bool | None, as_json: bool) -> None:
+def init(
+    path: str,
+    float_codec: bool | None,
+    deltas: bool | None,
+    delta_depth: int | None,
+    as_json: bool,
+) -> None:
     """Create a repository in PATH (default: here), stored in PATH/.ms."""
     import os
 
     from modelstore import api
 
-    if float_codec and os.path.exists(os.path.join(path, ".ms", "FORMAT")):
-        added = api.enable_float_codec(path)
+    if (float_codec or deltas) and os.path.exists(os.path.join(path, ".ms", "FORMAT")):
+        if delta_depth is not None:
+            raise click.UsageError("--delta-depth is set when a repository is created")
+        out: dict[str, object] = {"path": os.path.abspath(path)}
+        if float_codec:
+            added = api.enable_float_codec(path)
+            out.update(float_codec=True, changed=added)
+            if not as_json:
+                say("float codec enabled" if added else "float codec was already enabled")
+        if deltas:
+            added = api.enable_deltas(path)
+            out.update(deltas=True, changed=added or bool(out.get("changed")))
+            if not as_json:
+                say("deltas enabled" if added else "deltas were already enabled")
         if as_json:
-            emit_json({"path": os.path.abspath(path), "float_codec": True, "changed": added})
-        else:
-            say("float codec enabled" if added else "float codec was already enabled")
+            emit_json(out)
         return
-    repo = api.init(path, planes=float_codec is not False)
+    repo = api.init(
+        path,
+        planes=float_codec is not False,
+        delta=deltas is not False,
+        delta_depth=delta_depth,
+    )
     try:
         if as_json:
             emit_json({"path": str(repo.workdir), "repo_id": repo.config.repo_id, "branch": "main"})

@@ -17,7 +17,9 @@ the caller, never switched on by flags.
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -38,6 +40,7 @@ __all__ = [
     "ObjectInfo",
     "RetryBackend",
     "check_key",
+    "in_parallel",
     "forget_memory_backend",
     "open_backend",
 ]
@@ -110,3 +113,21 @@ def forget_memory_backend(name: str) -> None:
     """Drop the process-wide ``memory://name`` store (its data is freed)."""
     with _MEMORY_GUARD:
         _MEMORY.pop(name, None)
+
+
+#: transfers in flight at once (``MS_TRANSFERS`` overrides): latency hides behind each other
+DEFAULT_TRANSFERS = 4
+
+
+def in_parallel(fn: Callable[[Any], None], items: list[Any]) -> None:
+    """Run ``fn`` over ``items`` on up to ``MS_TRANSFERS`` threads; re-raise the first error."""
+    n = int(os.environ.get("MS_TRANSFERS", DEFAULT_TRANSFERS))
+    if n <= 1 or len(items) <= 1:
+        for it in items:
+            fn(it)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(n, len(items)), thread_name_prefix="ms-transfer") as ex:
+        for f in [ex.submit(fn, it) for it in items]:
+            f.result()

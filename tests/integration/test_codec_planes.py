@@ -12,7 +12,7 @@ from modelstore.cli.main import cli
 
 from modelstore import Repository, api, config, sync
 from modelstore.backend import open_backend
-from modelstore.compress import CODEC_PLANES, FEATURE_PLANES
+from modelstore.compress import CODEC_PLANES, FEATURE_DELTA, FEATURE_PLANES
 from modelstore.errors import BadArgumentError, FormatError, UnsupportedFormatError
 from modelstore.verify import verify
 
@@ -50,7 +50,7 @@ def _old_reader(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_new_repository_enables_planes_and_uses_them(tmp_path: Path) -> None:
     with Repository.init(tmp_path / "w") as r:
-        assert r.config.incompat == [FEATURE_PLANES] and r.store.planes
+        assert r.config.incompat == [FEATURE_PLANES, FEATURE_DELTA] and r.store.planes
         _add(r, "model.bin", WEIGHTS)
         assert CODEC_PLANES in _codecs(r)
         st = r.store.stats()

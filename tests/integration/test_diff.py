@@ -165,9 +165,9 @@ def test_working_tree_vs_index_reads_only_changed_files(
     scanned: list[int] = []
     orig = ChunkStore.scan
 
-    def spy(self: ChunkStore, stream: Any, on_chunk: Any = None) -> Any:
+    def spy(self: ChunkStore, stream: Any, on_chunk: Any = None, plan: Any = None) -> Any:
         scanned.append(1)
-        return orig(self, stream, on_chunk)
+        return orig(self, stream, on_chunk, plan)
 
     monkeypatch.setattr(ChunkStore, "scan", spy)
     res = msdiff.diff(repo)

@@ -85,14 +85,19 @@ def test_compress_probe_keeps_mostly_random_data_raw():
 
 
 def test_compress_codec_tags_pinned():
-    assert (CODEC_RAW, CODEC_ZSTD, compress.CODEC_PLANES) == (0, 1, 2)
-    assert compress.CODEC_NAMES == {0: "raw", 1: "zstd", 2: "planes"}
+    assert (CODEC_RAW, CODEC_ZSTD, compress.CODEC_PLANES, compress.CODEC_DELTA) == (0, 1, 2, 3)
+    assert compress.CODEC_NAMES == {0: "raw", 1: "zstd", 2: "planes", 3: "delta"}
 
 
-@pytest.mark.parametrize("codec", [3, 4, 255, -1])
+@pytest.mark.parametrize("codec", [4, 255, -1])
 def test_compress_unknown_codec_unsupported(codec):
     with pytest.raises(UnsupportedFormatError, match=f"codec {codec}"):
         decompress_chunk(codec, b"xyz", 3)
+
+
+def test_delta_codec_needs_its_base():
+    with pytest.raises(CorruptObjectError, match="without its base"):
+        decompress_chunk(compress.CODEC_DELTA, b"xyz", 3)
 
 
 def _zstd_payload() -> tuple[bytes, bytes]:
