@@ -1,4 +1,4 @@
-"""Build the native chunker; everything else lives in pyproject.toml."""
+"""Build the native chunker and byte-plane mover; everything else lives in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -8,6 +8,11 @@ setup(
             "modelstore._cdc",
             sources=["modelstore/_cdc.c"],
             extra_compile_args=["-O3", "-std=c99"],
-        )
+        ),
+        Extension(
+            "modelstore._planes",
+            sources=["modelstore/_planes.c"],
+            extra_compile_args=["-O3", "-std=c99"],
+        ),
     ]
 )

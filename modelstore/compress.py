@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import zstandard
 
+from modelstore import _planes
 from modelstore.errors import CorruptObjectError, UnsupportedFormatError
 
 __all__ = [
@@ -328,14 +329,17 @@ def encode_planes(raw: bytes | memoryview, hint: PlaneHint) -> bytes | None:
     if m < 1:
         return None
     t = n - p - m * w
-    dt = _UINT[w]
-    e = np.frombuffer(raw, dtype=dt, count=m, offset=p)
     if hint.rotate:
+        dt = _UINT[w]
+        e = np.frombuffer(raw, dtype=dt, count=m, offset=p)
         r = np.left_shift(e, 1)
         r |= e >> (8 * w - 1)
-        e = r
-    # shift-and-truncate: ~4x faster than copying strided columns of a byte view
-    planes = [(e >> (8 * j) if j else e).astype(np.uint8) for j in range(w)]
+        # shift-and-truncate: ~4x faster than copying strided columns of a byte view
+        planes = [(r >> (8 * j) if j else r).astype(np.uint8) for j in range(w)]
+    else:  # native: ~20x faster than numpy for 2 and 4 bytes
+        bufs = tuple(bytearray(m) for _ in range(w))
+        _planes.split(memoryview(raw).cast("B")[p : p + m * w], bufs)
+        planes = [np.frombuffer(b, dtype=np.uint8) for b in bufs]
     coded = hint.coded
     if coded is None:
         coded = _coded_from_sample(planes)
@@ -367,8 +371,13 @@ def _coded_from_sample(planes: list[Any]) -> tuple[bool, ...]:
     return tuple(bool(x < _CODE_BELOW) for x in _entropies(counts.reshape(w, 256), k))
 
 
-def _decode_planes(payload: memoryview, raw_len: int) -> bytes:
-    """Rebuild a chunk from a tag-2 payload, checking every length before using it."""
+def _decode_planes(
+    payload: memoryview, raw_len: int, xor: bytes | memoryview | None = None
+) -> bytes:
+    """Rebuild a chunk from a tag-2 payload, checking every length before using it.
+
+    ``xor``: a delta base (same length) to XOR the result with, in the same pass.
+    """
     if len(payload) < _PLANES_HEAD.size:
         raise CorruptObjectError("plane payload is shorter than its header")
     w, p, transform, reserved = _PLANES_HEAD.unpack_from(payload)
@@ -397,13 +406,27 @@ def _decode_planes(payload: memoryview, raw_len: int) -> bytes:
         raise CorruptObjectError("plane payload length does not add up")
     head = payload[pos : pos + p]
     pos += p
-    planes: list[Any] = []
+    datas: list[bytes | memoryview] = []
     for sub, length in descs:
         data: bytes | memoryview = payload[pos : pos + length]
         if sub == _PLANE_ZSTD:
             data = _unzstd(data, m, "plane")
-        planes.append(np.frombuffer(data, dtype=np.uint8))
+        datas.append(data)
         pos += length
+    tail = payload[pos:]
+    if transform == _TRANSFORM_NONE:  # native interleave, XOR fused in
+        out = bytearray(n)
+        body = memoryview(out)[p : p + m * w]
+        if xor is None:
+            out[:p], out[p + m * w :] = head, tail
+            _planes.join(tuple(datas), body, None)
+        else:
+            xb = memoryview(xor).cast("B")
+            out[:p] = _xor(head, xb[:p])
+            out[p + m * w :] = _xor(tail, xb[p + m * w :])
+            _planes.join(tuple(datas), body, xb[p : p + m * w])
+        return bytes(out)
+    planes = [np.frombuffer(d, dtype=np.uint8) for d in datas]
     # Interleave by shift-or, pairwise (bytes into u16, u16 into u32, ...: fewer bytes
     # touched than shifting every plane to its place), computed in native byte order and
     # stored little-endian below; ~1.6x faster than assigning strided byte columns.
@@ -422,7 +445,8 @@ def _decode_planes(payload: memoryview, raw_len: int) -> bytes:
         r |= e << (8 * w - 1)
         e = r
     body = e.astype(_UINT[w], copy=False).data  # little-endian bytes on any host
-    return b"".join((head, body, payload[pos:]))
+    raw = b"".join((head, body, tail))
+    return raw if xor is None else _xor(raw, xor)
 
 
 # -- deltas ----------------------------------------------------------------------------------
@@ -491,8 +515,9 @@ def apply_delta(head: DeltaHeader, base: bytes | memoryview, raw_len: int) -> by
         raise CorruptObjectError(
             f"delta base {head.base_id.hex()[:16]} is {len(base)} bytes, expected {raw_len}"
         )
-    residual = decompress_chunk(head.inner, head.body, raw_len)
-    return _xor(residual, base)
+    if head.inner == CODEC_PLANES:  # the XOR rides along with the interleave
+        return _decode_planes(head.body, raw_len, base)
+    return _xor(decompress_chunk(head.inner, head.body, raw_len), base)
 
 
 # -- decoding -------------------------------------------------------------------------------
