@@ -12,7 +12,8 @@ setup(
         Extension(
             "modelstore._planes",
             sources=["modelstore/_planes.c"],
-            extra_compile_args=["-O3", "-std=c99"],
+            extra_compile_args=["-O3", "-std=gnu99"],
+            libraries=["dl"],
         ),
     ]
 )

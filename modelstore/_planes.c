@@ -8,10 +8,20 @@
  *
  * Both are byte moves with no format choices of their own: the plane layout is defined by the
  * format, and the Python fallback in modelstore.compress computes the same bytes.
+ *
+ * decode(layers, n): the XOR of the raw chunks that ``layers`` decode to, each ``(codec,
+ * payload)`` with codec 0 (raw), 1 (zstd) or 2 (planes, transform 0) and raw length n: one
+ * stored chunk, or a delta chain (the base's stored chunk and each residual) in one call,
+ * with the GIL released once. Every length is checked as docs/FORMAT.md §8 and §8.1 say
+ * before it is used; on bad input it raises ValueError with the reason. zstd is the system
+ * libzstd (libzstd.so.1), opened at import; without it ``have_zstd`` is False and callers use
+ * the Python decoder.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <dlfcn.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_W 8
@@ -209,6 +219,332 @@ planes_split(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+
+/* -- libzstd, opened at import (no headers or link-time dependency needed) -------------- */
+
+typedef void ZSTD_DCtx;
+static ZSTD_DCtx *(*p_createDCtx)(void);
+static size_t (*p_decompressDCtx)(ZSTD_DCtx *, void *, size_t, const void *, size_t);
+static unsigned long long (*p_getFrameContentSize)(const void *, size_t);
+static unsigned (*p_isError)(size_t);
+static int have_zstd = 0;
+
+static void
+load_zstd(void)
+{
+    void *h = dlopen("libzstd.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL)
+        return;
+    p_createDCtx = (ZSTD_DCtx * (*)(void)) dlsym(h, "ZSTD_createDCtx");
+    p_decompressDCtx = (size_t(*)(ZSTD_DCtx *, void *, size_t, const void *, size_t))dlsym(
+        h, "ZSTD_decompressDCtx");
+    p_getFrameContentSize =
+        (unsigned long long (*)(const void *, size_t))dlsym(h, "ZSTD_getFrameContentSize");
+    p_isError = (unsigned (*)(size_t))dlsym(h, "ZSTD_isError");
+    have_zstd = p_createDCtx && p_decompressDCtx && p_getFrameContentSize && p_isError;
+}
+
+/* per thread: a decompression context and a scratch buffer, reused (fresh memory is slow) */
+static __thread ZSTD_DCtx *t_dctx = NULL;
+static __thread uint8_t *t_scratch = NULL;
+static __thread size_t t_scratch_cap = 0;
+
+static uint8_t *
+scratch(size_t n)
+{
+    if (t_scratch_cap < n) {
+        uint8_t *p = (uint8_t *)realloc(t_scratch, n);
+        if (p == NULL)
+            return NULL;
+        t_scratch = p;
+        t_scratch_cap = n;
+    }
+    return t_scratch;
+}
+
+/* decompress one frame that must declare exactly n bytes into dst; 0 or an error string */
+static const char *
+unzstd(const uint8_t *src, size_t len, uint8_t *dst, size_t n)
+{
+    unsigned long long declared;
+    size_t got;
+    if (t_dctx == NULL && (t_dctx = p_createDCtx()) == NULL)
+        return "cannot create a zstd context";
+    declared = p_getFrameContentSize(src, len);
+    if (declared != (unsigned long long)n || n == 0)
+        return "zstd frame does not declare the expected size";
+    got = p_decompressDCtx(t_dctx, dst, n, src, len);
+    if (p_isError(got) || got != n)
+        return "zstd frame does not decompress to the expected size";
+    return NULL;
+}
+
+static void
+xor_or_copy(uint8_t *acc, const uint8_t *src, size_t n, int first)
+{
+    size_t i;
+    if (first)
+        memcpy(acc, src, n);
+    else
+        for (i = 0; i < n; i++)
+            acc[i] ^= src[i];
+}
+
+/* one layer (codec, payload) of raw length n, XORed into acc (or copied: first) */
+static const char *
+decode_layer(int codec, const uint8_t *pl, size_t len, size_t n, uint8_t *acc, int first)
+{
+    if (codec == 0) {
+        if (len != n)
+            return "raw chunk length differs from the index";
+        xor_or_copy(acc, pl, n, first);
+        return NULL;
+    }
+    if (codec == 1) {
+        uint8_t *tmp = scratch(n ? n : 1);
+        const char *e;
+        if (tmp == NULL)
+            return "out of memory";
+        if ((e = unzstd(pl, len, tmp, n)) != NULL)
+            return e;
+        xor_or_copy(acc, tmp, n, first);
+        return NULL;
+    }
+    if (codec == 2) {
+        size_t w, p, m, t, pos, total, j, off;
+        const uint8_t *src[MAX_W];
+        uint8_t *tmp;
+        if (len < 4)
+            return "plane payload is shorter than its header";
+        w = pl[0];
+        p = pl[1];
+        if ((w != 2 && w != 4 && w != 8) || p >= w || pl[2] > 1 || pl[3] != 0)
+            return "plane payload has a bad header";
+        if (pl[2] != 0)
+            return "rotate"; /* transform 1: the Python decoder handles it */
+        if (n < p + w)
+            return "plane payload is wider than its chunk";
+        m = (n - p) / w;
+        t = n - p - m * w;
+        pos = 4 + 5 * w;
+        if (len < pos)
+            return "plane payload is shorter than its plane table";
+        total = 0;
+        for (j = 0; j < w; j++) {
+            const uint8_t *d = pl + 4 + 5 * j;
+            size_t l = (size_t)d[1] | ((size_t)d[2] << 8) | ((size_t)d[3] << 16) |
+                       ((size_t)d[4] << 24);
+            if (d[0] == 0) {
+                if (l != m)
+                    return "raw plane length differs from the chunk";
+            } else if (d[0] != 1) {
+                return "plane payload uses an unknown plane codec";
+            }
+            total += l;
+        }
+        if (pos + p + total + t != len)
+            return "plane payload length does not add up";
+        tmp = scratch(m * w > 0 ? m * w : 1);
+        if (tmp == NULL)
+            return "out of memory";
+        off = pos + p;
+        for (j = 0; j < w; j++) {
+            const uint8_t *d = pl + 4 + 5 * j;
+            size_t l = (size_t)d[1] | ((size_t)d[2] << 8) | ((size_t)d[3] << 16) |
+                       ((size_t)d[4] << 24);
+            if (d[0] == 0) {
+                src[j] = pl + off;
+            } else {
+                const char *e = unzstd(pl + off, l, tmp + j * m, m);
+                if (e != NULL)
+                    return e;
+                src[j] = tmp + j * m;
+            }
+            off += l;
+        }
+        xor_or_copy(acc, pl + pos, p, first);
+        join_impl(src, (int)w, (Py_ssize_t)m, acc + p, first ? NULL : acc + p);
+        xor_or_copy(acc + p + m * w, pl + off, t, first);
+        return NULL;
+    }
+    return "unknown codec";
+}
+
+#define MAX_LAYERS 64
+
+static PyObject *
+planes_decode(PyObject *self, PyObject *args)
+{
+    PyObject *layers, *out = NULL;
+    Py_ssize_t n, k, count;
+    Py_buffer views[MAX_LAYERS];
+    int codecs[MAX_LAYERS];
+    const char *err = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "On", &layers, &n))
+        return NULL;
+    if (!have_zstd) {
+        PyErr_SetString(PyExc_NotImplementedError, "libzstd.so.1 is not available");
+        return NULL;
+    }
+    if (!PyList_Check(layers) || n < 0) {
+        PyErr_SetString(PyExc_TypeError, "decode(layers: list, n: int)");
+        return NULL;
+    }
+    count = PyList_GET_SIZE(layers);
+    if (count < 1 || count > MAX_LAYERS) {
+        PyErr_SetString(PyExc_ValueError, "decode: 1 to 64 layers");
+        return NULL;
+    }
+    for (k = 0; k < count; k++) {
+        PyObject *item = PyList_GET_ITEM(layers, k);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "decode: each layer is (codec, payload)");
+            goto fail;
+        }
+        codecs[k] = (int)PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+        if (codecs[k] == -1 && PyErr_Occurred())
+            goto fail;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 1), &views[k], PyBUF_SIMPLE) < 0)
+            goto fail;
+    }
+    out = PyBytes_FromStringAndSize(NULL, n);
+    if (out == NULL)
+        goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count && err == NULL; i++)
+        err = decode_layer(codecs[i], (const uint8_t *)views[i].buf, (size_t)views[i].len,
+                           (size_t)n, (uint8_t *)PyBytes_AS_STRING(out), i == 0);
+    Py_END_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count; i++)
+        PyBuffer_Release(&views[i]);
+    if (err != NULL) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_ValueError, err);
+        return NULL;
+    }
+    return out;
+fail:
+    while (k-- > 0)
+        PyBuffer_Release(&views[k]);
+    return NULL;
+}
+
+/* decode_many(jobs): [decode(layers, n) for layers, n in jobs] with the GIL released once;
+   a job that does not decode gives None (the caller's Python path then says why). */
+static PyObject *
+planes_decode_many(PyObject *self, PyObject *args)
+{
+    PyObject *jobs, *result = NULL;
+    Py_ssize_t njobs, j, k, total = 0, got = 0;
+    Py_buffer *views = NULL;
+    int *codecs = NULL;
+    Py_ssize_t *first = NULL, *count = NULL, *sizes = NULL;
+    const char **errs = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O", &jobs))
+        return NULL;
+    if (!have_zstd) {
+        PyErr_SetString(PyExc_NotImplementedError, "libzstd.so.1 is not available");
+        return NULL;
+    }
+    if (!PyList_Check(jobs)) {
+        PyErr_SetString(PyExc_TypeError, "decode_many(jobs: list)");
+        return NULL;
+    }
+    njobs = PyList_GET_SIZE(jobs);
+    for (j = 0; j < njobs; j++) {
+        PyObject *job = PyList_GET_ITEM(jobs, j), *layers;
+        if (!PyTuple_Check(job) || PyTuple_GET_SIZE(job) != 2 ||
+            !PyList_Check(layers = PyTuple_GET_ITEM(job, 0)) ||
+            PyList_GET_SIZE(layers) < 1 || PyList_GET_SIZE(layers) > MAX_LAYERS) {
+            PyErr_SetString(PyExc_TypeError, "decode_many: each job is ([(codec, payload)], n)");
+            return NULL;
+        }
+        total += PyList_GET_SIZE(layers);
+    }
+    views = PyMem_Calloc(total ? total : 1, sizeof(Py_buffer));
+    codecs = PyMem_Calloc(total ? total : 1, sizeof(int));
+    first = PyMem_Calloc(njobs ? njobs : 1, sizeof(Py_ssize_t));
+    count = PyMem_Calloc(njobs ? njobs : 1, sizeof(Py_ssize_t));
+    sizes = PyMem_Calloc(njobs ? njobs : 1, sizeof(Py_ssize_t));
+    errs = PyMem_Calloc(njobs ? njobs : 1, sizeof(char *));
+    result = PyList_New(njobs);
+    if (!views || !codecs || !first || !count || !sizes || !errs || !result) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (j = 0; j < njobs; j++) {
+        PyObject *job = PyList_GET_ITEM(jobs, j);
+        PyObject *layers = PyTuple_GET_ITEM(job, 0), *out;
+        sizes[j] = PyLong_AsSsize_t(PyTuple_GET_ITEM(job, 1));
+        if (sizes[j] < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "decode_many: negative size");
+            goto done;
+        }
+        first[j] = got;
+        count[j] = PyList_GET_SIZE(layers);
+        for (k = 0; k < count[j]; k++) {
+            PyObject *item = PyList_GET_ITEM(layers, k);
+            if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+                PyErr_SetString(PyExc_TypeError, "decode_many: a layer is (codec, payload)");
+                goto done;
+            }
+            codecs[got] = (int)PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+            if (codecs[got] == -1 && PyErr_Occurred())
+                goto done;
+            if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 1), &views[got], PyBUF_SIMPLE) < 0)
+                goto done;
+            got++;
+        }
+        out = PyBytes_FromStringAndSize(NULL, sizes[j]);
+        if (out == NULL)
+            goto done;
+        PyList_SET_ITEM(result, j, out);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (j = 0; j < njobs; j++) {
+        uint8_t *acc = (uint8_t *)PyBytes_AS_STRING(PyList_GET_ITEM(result, j));
+        const char *err = NULL;
+        for (k = 0; k < count[j] && err == NULL; k++) {
+            Py_buffer *v = &views[first[j] + k];
+            err = decode_layer(codecs[first[j] + k], (const uint8_t *)v->buf, (size_t)v->len,
+                               (size_t)sizes[j], acc, k == 0);
+        }
+        errs[j] = err;
+    }
+    Py_END_ALLOW_THREADS
+    for (j = 0; j < njobs; j++) {
+        if (errs[j] != NULL) {
+            Py_DECREF(PyList_GET_ITEM(result, j));
+            Py_INCREF(Py_None);
+            PyList_SET_ITEM(result, j, Py_None);
+        }
+    }
+    for (k = 0; k < got; k++)
+        PyBuffer_Release(&views[k]);
+    got = 0;
+    PyMem_Free(views);
+    PyMem_Free(codecs);
+    PyMem_Free(first);
+    PyMem_Free(count);
+    PyMem_Free(sizes);
+    PyMem_Free(errs);
+    return result;
+done:
+    for (k = 0; k < got; k++)
+        PyBuffer_Release(&views[k]);
+    PyMem_Free(views);
+    PyMem_Free(codecs);
+    PyMem_Free(first);
+    PyMem_Free(count);
+    PyMem_Free(sizes);
+    PyMem_Free(errs);
+    Py_XDECREF(result);
+    return NULL;
+}
+
 static PyMethodDef planes_methods[] = {
     {"join", planes_join, METH_VARARGS,
      "join(planes, out, base) -> None\n--\n\n"
@@ -216,6 +552,12 @@ static PyMethodDef planes_methods[] = {
     {"split", planes_split, METH_VARARGS,
      "split(src, planes) -> None\n--\n\n"
      "Scatter src into len(planes) byte planes (writable, equal length), GIL released."},
+    {"decode", planes_decode, METH_VARARGS,
+     "decode(layers, n) -> bytes\n--\n\n"
+     "The XOR of the raw chunks of n bytes that [(codec, payload), ...] decode to."},
+    {"decode_many", planes_decode_many, METH_VARARGS,
+     "decode_many(jobs) -> list[bytes | None]\n--\n\n"
+     "decode(layers, n) for each (layers, n) of jobs, the GIL released once; None: failed."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -230,5 +572,12 @@ static struct PyModuleDef planes_module = {
 PyMODINIT_FUNC
 PyInit__planes(void)
 {
-    return PyModule_Create(&planes_module);
+    PyObject *m;
+    load_zstd();
+    m = PyModule_Create(&planes_module);
+    if (m != NULL && PyModule_AddIntConstant(m, "have_zstd", have_zstd) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -204,7 +204,7 @@ def init(
 
     ``planes=False``: no byte-plane codec for floats, so older ms versions can read it (no
     deltas either). ``delta=False``: no XOR deltas against the previous version;
-    ``delta_depth``: at most that many deltas in a row before a full copy (default 4).
+    ``delta_depth``: at most that many deltas in a row before a full copy (default 2).
     """
     return Repository.init(
         path,

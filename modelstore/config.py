@@ -42,7 +42,7 @@ KNOWN_COMPAT: frozenset[str] = frozenset({FEATURE_TENSOR_CHUNKING})
 #: ~64 MiB packs: few enough files for millions of chunks, small enough to upload in parts.
 DEFAULT_PACK_SIZE = 64 << 20
 #: a full copy of a tensor chunk after at most this many deltas in a row (docs/FORMAT.md §8.2)
-DEFAULT_DELTA_DEPTH = 4
+DEFAULT_DELTA_DEPTH = 2
 
 
 def parse_format_file(text: str) -> int:

@@ -22,6 +22,7 @@ from bench.gen import format_size, parse_size
 from bench.peers import report
 from bench.peers.tools import Cmd, Tool, all_tools, try_install
 from bench.peers.workloads import FAMILY_FILE, WORKLOADS, Workload
+from bench.run import _reset_peak_rss
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TOOLS = ("ms", "lfs", "dvc", "borg", "restic")
@@ -44,16 +45,6 @@ class Proc:
 
 class StepError(RuntimeError):
     pass
-
-
-def _reset_peak_rss() -> None:
-    # Linux copies the parent's peak RSS into a child's ru_maxrss at exec: keep ours low
-    # (this process never imports numpy) and reset its high-water mark before each spawn.
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def run_cmd(cmd: Cmd, timeout: float = 3600.0) -> Proc:

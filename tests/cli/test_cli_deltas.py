@@ -35,7 +35,7 @@ def test_init_without_deltas_and_turning_them_on(tmp_path: Path) -> None:
     assert out["deltas"] is True and out["changed"] is True
     assert "already enabled" in run("init", "--deltas", str(tmp_path / "a"), cwd=tmp_path)
     s = json.loads(run("stats", "--json", cwd=tmp_path / "a"))
-    assert s["delta_depth"] == 4
+    assert s["delta_depth"] == 2
 
 
 def test_wrong_delta_options_get_one_line_and_no_traceback(tmp_path: Path) -> None:

@@ -97,6 +97,28 @@ def _cat(r: Repository, rel: str, rev: str = "HEAD") -> bytes:
         return f.read()
 
 
+def _head(r: Repository) -> bytes:
+    with r.db.read() as txn:
+        head = refs.resolve_ref(txn, refs.HEAD)[1]
+    assert head is not None
+    return head
+
+
+def _orphan(r: Repository, branch: str | None = None) -> None:
+    """HEAD's tree as a parentless commit: on a new ``branch``, else replacing the branch."""
+    head = _head(r)
+    c = r.get_commit(head)
+
+    def write(txn: Any) -> None:
+        oid = r._put(txn, Commit(c.tree_id, (), c.author, c.time, c.tz_offset, "alone", {}))
+        if branch is None:
+            r._move_ref(txn, refs.HEAD, head, oid, "reset", "squash")
+        else:
+            refs.set_if_equals(txn, f"refs/heads/{branch}", None, oid)
+
+    r.db.write(write)
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Any:
     with Repository.init(tmp_path / "w") as r:
@@ -205,17 +227,7 @@ def test_gc_keeps_the_bases_of_live_deltas(repo: Repository) -> None:
     _commit(repo, "model.safetensors", m0)
     v1 = _commit(repo, "model.safetensors", _step(m0, 1))
     assert _deltas(repo)
-    # rewrite history: main becomes one parentless commit of v1, so v0's commit is garbage
-    with repo.db.read() as txn:
-        head = refs.resolve_ref(txn, refs.HEAD)[1]
-    assert head is not None
-    c = repo.get_commit(head)
-
-    def squash(txn: Any) -> None:
-        oid = repo._put(txn, Commit(c.tree_id, (), c.author, c.time, c.tz_offset, "squashed", {}))
-        repo._move_ref(txn, refs.HEAD, head, oid, "reset", "squash")
-
-    repo.db.write(squash)
+    _orphan(repo)  # main becomes one parentless commit of v1: v0's commit is garbage
     res = api.gc(repo, prune_older_than="0", expire_reflog="0", repack_threshold=1.0)
     assert res.objects_dropped >= 2  # v0's commit, manifest and tree went
     assert _cat(repo, "model.safetensors") == v1  # but the bases of v1's deltas stayed
@@ -254,16 +266,7 @@ def test_a_fetch_gets_bases_no_reachable_commit_names(tmp_path: Path) -> None:
         m0 = _model()
         _commit(a, "model.safetensors", m0)
         v1 = _commit(a, "model.safetensors", _step(m0, 1))
-        with a.db.read() as txn:
-            head = refs.resolve_ref(txn, refs.HEAD)[1]
-        assert head is not None
-        c = a.get_commit(head)
-
-        def orphan(txn: Any) -> None:
-            oid = a._put(txn, Commit(c.tree_id, (), c.author, c.time, c.tz_offset, "v1 alone", {}))
-            refs.set_if_equals(txn, "refs/heads/solo", None, oid)
-
-        a.db.write(orphan)
+        _orphan(a, "solo")
         api.remote_add(a, "origin", remote)
         api.push(a, "origin", ["solo"])  # sends v1's deltas and, for them, v0's chunks
     with Repository.init(tmp_path / "b") as b:
@@ -329,19 +332,12 @@ def test_remote_gc_keeps_the_bases_of_live_deltas(tmp_path: Path) -> None:
         _commit(a, "model.safetensors", m0)
         api.push(a)  # v0: packs and a bundle of its own
         v1 = _commit(a, "model.safetensors", _step(m0, 1), step=1)  # a new header chunk too
-        with a.db.read() as txn:
-            head = refs.resolve_ref(txn, refs.HEAD)[1]
-        assert head is not None
+        head = _head(a)
         c = a.get_commit(head)
         files = [a.commit_files(x)["model.safetensors"].id for x in (c.parents[0], head)]
         chunks = [{cid for cid, _ in a.manifest_chunks(a.get_manifest(f))} for f in files]
         assert not chunks[0] & chunks[1]  # v1 names no chunk of v0: only deltas keep them
-
-        def orphan(txn: Any) -> None:
-            oid = a._put(txn, Commit(c.tree_id, (), c.author, c.time, c.tz_offset, "solo", {}))
-            refs.set_if_equals(txn, "refs/heads/solo", None, oid)
-
-        a.db.write(orphan)
+        _orphan(a, "solo")
         api.push(a, "origin", ["solo"])
         open_backend(remote).delete(sync._ref_key("refs/heads/main"))  # v0 is garbage there
         res = api.gc(a, remote="origin", prune_older_than="0")
@@ -357,9 +353,7 @@ def test_cuts_are_inherited_across_ingest_blocks(repo: Repository) -> None:
     m0 = {f"big.{i}": rng.normal(0, 0.02, (2048, 1024)).astype(np.float32) for i in range(6)}
     _commit(repo, "model.safetensors", m0)
     _commit(repo, "model.safetensors", _step(m0, 1), step=1)  # the header grows: data shifts
-    with repo.db.read() as txn:
-        head = refs.resolve_ref(txn, refs.HEAD)[1]
-    assert head is not None
+    head = _head(repo)
     c = repo.get_commit(head)
     old, new = (
         repo.get_manifest(repo.commit_files(x)["model.safetensors"].id)
