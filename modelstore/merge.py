@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,21 +112,36 @@ def merge_files(
     ours: dict[str, Version],
     theirs: dict[str, Version],
     strategy: str | None = None,
+    same_content: Callable[[bytes, bytes], bool] | None = None,
 ) -> tuple[dict[str, Version], dict[str, tuple[Version | None, Version | None, Version | None]]]:
     """Three-way merge of path → version maps; return ``(merged, conflicts)``.
 
     Conflicted paths keep our version in ``merged`` (or theirs with ``strategy="theirs"``;
-    with a strategy no conflicts are reported).
+    with a strategy no conflicts are reported). ``same_content(id_a, id_b)`` says whether two
+    manifests of equal size hold the same bytes (cut two ways: deltas follow the previous
+    version's cuts, FORMAT §8.2); without it only equal ids are the same.
     """
     merged: dict[str, Version] = {}
     conflicts: dict[str, tuple[Version | None, Version | None, Version | None]] = {}
+
+    def same(a: Version | None, b: Version | None) -> bool:
+        if _same(a, b):
+            return True
+        return (
+            same_content is not None
+            and a is not None
+            and b is not None
+            and a[1:] == b[1:]
+            and same_content(a[0], b[0])
+        )
+
     for p in sorted(set(base) | set(ours) | set(theirs)):
         b, o, t = base.get(p), ours.get(p), theirs.get(p)
-        if _same(o, t):
+        if same(o, t):
             res = o
-        elif _same(o, b):
+        elif same(o, b):
             res = t
-        elif _same(t, b):
+        elif same(t, b):
             res = o
         elif strategy == "ours":
             res = o
@@ -145,6 +161,16 @@ def merge_files(
     for p in [p for p in merged if p in prefixes]:
         conflicts.setdefault(p, (base.get(p), ours.get(p), theirs.get(p)))
     return merged, conflicts
+
+
+def _same_content(repo: Repository) -> Callable[[bytes, bytes], bool]:
+    """Whether two file manifests hold the same bytes (their content hashes)."""
+
+    def same(a: bytes, b: bytes) -> bool:
+        ma, mb = repo.get_manifest(a), repo.get_manifest(b)
+        return (ma.size, ma.content_hash) == (mb.size, mb.content_hash)
+
+    return same
 
 
 def _same(a: Version | None, b: Version | None) -> bool:
@@ -287,7 +313,9 @@ def merge(
             return MergeResult(
                 "fast-forward", other.hex(), other.hex(), [b.hex() for b in bases], changed
             )
-        merged, conflicts = merge_files(base_files, ours, theirs, strategy)
+        merged, conflicts = merge_files(
+            base_files, ours, theirs, strategy, _same_content(repo)
+        )
         _require_clean(repo, merged)
         msg = message or f"Merge {other_rev}" + (f" into {branch}" if branch else "")
         index, entries, changed = _apply(repo, merged, other)
@@ -413,7 +441,7 @@ def revert(repo: Repository, rev: str, *, message: str | None = None) -> MergeRe
             parent_files = _versions(repo.commit_files(c.parents[0], txn)) if c.parents else {}
             base = _versions(repo.commit_files(target, txn))
             ours = _versions(repo.commit_files(head, txn)) if head else {}
-        merged, conflicts = merge_files(base, ours, parent_files)
+        merged, conflicts = merge_files(base, ours, parent_files, same_content=_same_content(repo))
         first = c.message.splitlines()[0] if c.message else ""
         msg = message or f'Revert "{first}"\n\nThis reverts commit {target.hex()}.'
         index, entries, changed = _apply(repo, merged, target)

@@ -402,3 +402,22 @@ def test_dead_deltas_in_a_pack_gc_kept_whole_harm_no_clone(tmp_path: Path) -> No
         assert _deltas(d) == {}  # the dead deltas came in the pack file but are not indexed
         rep = api.verify(d, remote="origin", read_data=True)
         assert rep.ok, rep.problems
+
+
+def test_merging_the_same_bytes_chunked_two_ways_is_no_conflict(repo: Repository) -> None:
+    """Cut like the previous version on one branch, by plain CDC on the other: same file."""
+    m0 = _model()
+    _commit(repo, "model.safetensors", m0)
+    m1 = _step(m0, 1)
+    api.switch(repo, "a", create=True)
+    v1 = _commit(repo, "model.safetensors", m1)  # a delta of v0, cut where v0 was cut
+    api.switch(repo, "main")
+    api.switch(repo, "b", create=True)
+    repo.rm([str(repo.workdir / "model.safetensors")])
+    repo.commit("drop it")
+    _commit(repo, "model.safetensors", m1)  # no previous version: content-defined cuts
+    ids = {repo.commit_files(repo.resolve(b))["model.safetensors"].id for b in ("a", "b")}
+    assert len(ids) == 2  # two manifests of the same bytes
+    res = api.merge(repo, "a")
+    assert res.status == "merged" and res.conflicts == []
+    assert _cat(repo, "model.safetensors") == v1
