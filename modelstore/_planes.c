@@ -9,11 +9,12 @@
  * Both are byte moves with no format choices of their own: the plane layout is defined by the
  * format, and the Python fallback in modelstore.compress computes the same bytes.
  *
- * decode(layers, n): the XOR of the raw chunks that ``layers`` decode to, each ``(codec,
- * payload)`` with codec 0 (raw), 1 (zstd) or 2 (planes, transform 0) and raw length n: one
- * stored chunk, or a delta chain (the base's stored chunk and each residual) in one call,
- * with the GIL released once. Every length is checked as docs/FORMAT.md §8 and §8.1 say
- * before it is used; on bad input it raises ValueError with the reason. zstd is the system
+ * decode_many(jobs): for each (layers, n), the XOR of the raw chunks that ``layers`` decode
+ * to, each ``(codec, payload)`` with codec 0 (raw), 1 (zstd) or 2 (planes, transform 0) and
+ * raw length n: one stored chunk, or a delta chain (the base's stored chunk and each
+ * residual), a whole batch with the GIL released once. Every length is checked as
+ * docs/FORMAT.md §8 and §8.1 say before it is used; a job that does not decode gives a str
+ * saying why. zstd is the system
  * libzstd (libzstd.so.1), opened at import; without it ``have_zstd`` is False and callers use
  * the Python decoder.
  */
@@ -290,6 +291,57 @@ xor_or_copy(uint8_t *acc, const uint8_t *src, size_t n, int first)
             acc[i] ^= src[i];
 }
 
+/* Whether a layer can decode to n bytes, from its lengths and frame headers alone: checked
+   before the n-byte result is allocated, so a hostile index entry (n = 4 GiB) with a payload
+   that does not back it allocates nothing. 0 or the reason. */
+static const char *
+check_layer(int codec, const uint8_t *pl, size_t len, size_t n)
+{
+    if (codec == 0)
+        return len == n ? NULL : "raw chunk length differs from the index";
+    if (codec == 1)
+        return p_getFrameContentSize(pl, len) == (unsigned long long)n && n > 0
+                   ? NULL
+                   : "zstd frame does not declare the expected size";
+    if (codec == 2) {
+        size_t w, p, m, t, pos, total = 0, j, off;
+        if (len < 4)
+            return "plane payload is shorter than its header";
+        w = pl[0];
+        p = pl[1];
+        if ((w != 2 && w != 4 && w != 8) || p >= w || pl[2] > 1 || pl[3] != 0)
+            return "plane payload has a bad header";
+        if (n < p + w)
+            return "plane payload is wider than its chunk";
+        m = (n - p) / w;
+        t = n - p - m * w;
+        pos = 4 + 5 * w;
+        if (len < pos)
+            return "plane payload is shorter than its plane table";
+        for (j = 0; j < w; j++) {
+            const uint8_t *d = pl + 4 + 5 * j;
+            size_t l = (size_t)d[1] | ((size_t)d[2] << 8) | ((size_t)d[3] << 16) |
+                       ((size_t)d[4] << 24);
+            if (d[0] == 0 ? l != m : d[0] != 1)
+                return "plane payload has a bad plane table";
+            total += l;
+        }
+        if (pos + p + total + t != len)
+            return "plane payload length does not add up";
+        off = pos + p;
+        for (j = 0; j < w; j++) {
+            const uint8_t *d = pl + 4 + 5 * j;
+            size_t l = (size_t)d[1] | ((size_t)d[2] << 8) | ((size_t)d[3] << 16) |
+                       ((size_t)d[4] << 24);
+            if (d[0] == 1 && p_getFrameContentSize(pl + off, l) != (unsigned long long)m)
+                return "zstd plane does not declare the expected size";
+            off += l;
+        }
+        return NULL;
+    }
+    return "unknown codec";
+}
+
 /* one layer (codec, payload) of raw length n, XORed into acc (or copied: first) */
 static const char *
 decode_layer(int codec, const uint8_t *pl, size_t len, size_t n, uint8_t *acc, int first)
@@ -372,66 +424,8 @@ decode_layer(int codec, const uint8_t *pl, size_t len, size_t n, uint8_t *acc, i
 
 #define MAX_LAYERS 64
 
-static PyObject *
-planes_decode(PyObject *self, PyObject *args)
-{
-    PyObject *layers, *out = NULL;
-    Py_ssize_t n, k, count;
-    Py_buffer views[MAX_LAYERS];
-    int codecs[MAX_LAYERS];
-    const char *err = NULL;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "On", &layers, &n))
-        return NULL;
-    if (!have_zstd) {
-        PyErr_SetString(PyExc_NotImplementedError, "libzstd.so.1 is not available");
-        return NULL;
-    }
-    if (!PyList_Check(layers) || n < 0) {
-        PyErr_SetString(PyExc_TypeError, "decode(layers: list, n: int)");
-        return NULL;
-    }
-    count = PyList_GET_SIZE(layers);
-    if (count < 1 || count > MAX_LAYERS) {
-        PyErr_SetString(PyExc_ValueError, "decode: 1 to 64 layers");
-        return NULL;
-    }
-    for (k = 0; k < count; k++) {
-        PyObject *item = PyList_GET_ITEM(layers, k);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
-            PyErr_SetString(PyExc_TypeError, "decode: each layer is (codec, payload)");
-            goto fail;
-        }
-        codecs[k] = (int)PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
-        if (codecs[k] == -1 && PyErr_Occurred())
-            goto fail;
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 1), &views[k], PyBUF_SIMPLE) < 0)
-            goto fail;
-    }
-    out = PyBytes_FromStringAndSize(NULL, n);
-    if (out == NULL)
-        goto fail;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < count && err == NULL; i++)
-        err = decode_layer(codecs[i], (const uint8_t *)views[i].buf, (size_t)views[i].len,
-                           (size_t)n, (uint8_t *)PyBytes_AS_STRING(out), i == 0);
-    Py_END_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < count; i++)
-        PyBuffer_Release(&views[i]);
-    if (err != NULL) {
-        Py_DECREF(out);
-        PyErr_SetString(PyExc_ValueError, err);
-        return NULL;
-    }
-    return out;
-fail:
-    while (k-- > 0)
-        PyBuffer_Release(&views[k]);
-    return NULL;
-}
-
-/* decode_many(jobs): [decode(layers, n) for layers, n in jobs] with the GIL released once;
-   a job that does not decode gives None (the caller's Python path then says why). */
+/* decode_many(jobs): for each (layers, n) of jobs, the bytes the layers decode to, or a str
+   saying why they do not; the GIL released once for them all. */
 static PyObject *
 planes_decode_many(PyObject *self, PyObject *args)
 {
@@ -498,6 +492,16 @@ planes_decode_many(PyObject *self, PyObject *args)
                 goto done;
             got++;
         }
+        for (k = 0; k < count[j] && errs[j] == NULL; k++) {
+            Py_buffer *v = &views[first[j] + k];
+            errs[j] = check_layer(codecs[first[j] + k], (const uint8_t *)v->buf, (size_t)v->len,
+                                  (size_t)sizes[j]);
+        }
+        if (errs[j] != NULL) {  /* nothing allocated for it: replaced by the reason below */
+            Py_INCREF(Py_None);
+            PyList_SET_ITEM(result, j, Py_None);
+            continue;
+        }
         out = PyBytes_FromStringAndSize(NULL, sizes[j]);
         if (out == NULL)
             goto done;
@@ -505,8 +509,11 @@ planes_decode_many(PyObject *self, PyObject *args)
     }
     Py_BEGIN_ALLOW_THREADS
     for (j = 0; j < njobs; j++) {
-        uint8_t *acc = (uint8_t *)PyBytes_AS_STRING(PyList_GET_ITEM(result, j));
-        const char *err = NULL;
+        uint8_t *acc;
+        const char *err = errs[j];
+        if (err != NULL)
+            continue;
+        acc = (uint8_t *)PyBytes_AS_STRING(PyList_GET_ITEM(result, j));
         for (k = 0; k < count[j] && err == NULL; k++) {
             Py_buffer *v = &views[first[j] + k];
             err = decode_layer(codecs[first[j] + k], (const uint8_t *)v->buf, (size_t)v->len,
@@ -517,14 +524,19 @@ planes_decode_many(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     for (j = 0; j < njobs; j++) {
         if (errs[j] != NULL) {
+            PyObject *why = PyUnicode_FromString(errs[j]);
+            if (why == NULL)
+                goto done_released;
             Py_DECREF(PyList_GET_ITEM(result, j));
-            Py_INCREF(Py_None);
-            PyList_SET_ITEM(result, j, Py_None);
+            PyList_SET_ITEM(result, j, why);
         }
     }
+done_released:
     for (k = 0; k < got; k++)
         PyBuffer_Release(&views[k]);
     got = 0;
+    if (PyErr_Occurred())
+        Py_CLEAR(result);
     PyMem_Free(views);
     PyMem_Free(codecs);
     PyMem_Free(first);
@@ -552,12 +564,10 @@ static PyMethodDef planes_methods[] = {
     {"split", planes_split, METH_VARARGS,
      "split(src, planes) -> None\n--\n\n"
      "Scatter src into len(planes) byte planes (writable, equal length), GIL released."},
-    {"decode", planes_decode, METH_VARARGS,
-     "decode(layers, n) -> bytes\n--\n\n"
-     "The XOR of the raw chunks of n bytes that [(codec, payload), ...] decode to."},
     {"decode_many", planes_decode_many, METH_VARARGS,
-     "decode_many(jobs) -> list[bytes | None]\n--\n\n"
-     "decode(layers, n) for each (layers, n) of jobs, the GIL released once; None: failed."},
+     "decode_many(jobs) -> list[bytes | str]\n--\n\n"
+     "For each (layers, n): the XOR of the raw chunks of n bytes that [(codec, payload), "
+     "...] decode to, or why not (str); the GIL released once."},
     {NULL, NULL, 0, NULL},
 };
 

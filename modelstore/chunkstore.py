@@ -925,9 +925,10 @@ class ChunkStore:
                     return None
                 cur = got[0]
             layers.append((cur[0], memoryview(cur)[1:]))
-            return _planes.decode(layers, n)
-        except (MsError, ValueError):
+        except MsError:
             return None
+        (raw,) = _planes.decode_many([(layers, n)])
+        return raw if isinstance(raw, bytes) else None
 
     def _decode(
         self, chunk_id: bytes, loc: ChunkLoc, stored: bytes, base: Callable[[bytes], bytes]
@@ -1098,11 +1099,8 @@ class ChunkStore:
             g = got[i]
             assert g is not None
             jobs.append((layers[i], g[1].raw_len))
-        try:
-            for i, raw in zip(order, _planes.decode_many(jobs), strict=True):
-                fast[i] = raw
-        except (ValueError, TypeError, NotImplementedError):
-            pass
+        for i, raw in zip(order, _planes.decode_many(jobs), strict=True):
+            fast[i] = raw if isinstance(raw, bytes) else None
         return fast
 
     def iter_chunks(self, chunk_ids: Iterable[bytes]) -> Iterator[bytes]:

@@ -555,11 +555,10 @@ def decompress_chunk(codec: int, payload: bytes | memoryview, raw_len: int) -> b
     if codec == CODEC_ZSTD:
         return _unzstd(payload, raw_len, "payload")
     if codec == CODEC_PLANES:
-        if _planes.have_zstd:
-            try:  # native: one call, the GIL released once
-                return _planes.decode([(CODEC_PLANES, payload)], raw_len)
-            except ValueError:
-                pass  # a rotated split, or damage: the Python decoder says which
+        if _planes.have_zstd:  # native: one call, the GIL released once
+            (got,) = _planes.decode_many([([(CODEC_PLANES, payload)], raw_len)])
+            if isinstance(got, bytes):
+                return got  # else a rotated split, or damage: the Python decoder says which
         return _decode_planes(memoryview(payload).cast("B"), raw_len)
     if codec == CODEC_DELTA:  # needs its base: the chunk store decodes these
         raise CorruptObjectError("a delta-coded chunk cannot be decoded without its base")
