@@ -32,7 +32,7 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON for 
     type=click.IntRange(0, 32),
     default=None,
     metavar="N",
-    help="At most N deltas in a row before a full copy (default 4): reading a version "
+    help="At most N deltas in a row before a full copy (default 2): reading a version "
     "decodes up to N+1 chunks per chunk.",
 )
 @json_opt
