@@ -98,6 +98,9 @@ READ_BATCH = 64
 #: a delta whose payload is at most this share of the chunk is kept without also trying the
 #: plain codecs (plane-coded bf16 is ~0.67 of raw, fp32 ~0.84: a delta this small wins)
 DELTA_SURE = 0.5
+#: after a chunk that a delta did not pay for, the next this many of the block are stored
+#: plainly without trying (neighbouring chunks are alike, as for the codec choice)
+DELTA_RETRY = 15
 ProgressFn = Callable[[int], None]
 
 
@@ -1141,20 +1144,28 @@ class ChunkStore:
         start = 0
         # neighbouring chunks of a file are alike: codec decisions carry over within a block
         chooser = CodecChooser(self.planes)
+        skip = 0  # chunks to store plainly before trying a delta again
         with self.db.read() as txn:
             for end in ends:
                 piece = view[start:end]
                 cid = blake3(piece).digest()
                 if cid in pending or txn.get("chunks", cid) is not None:
                     out.append((cid, end - start, -1, None))
-                else:
-                    twin = None if plan is None else plan.base_at(at + start, end - start)
-                    got = None if twin is None else self._encode_delta(txn, piece, *twin)
-                    if got is None:
-                        codec, payload = chooser.compress(piece, start)
-                    else:
-                        codec, payload = got
-                    out.append((cid, end - start, codec, payload))
+                    start = end
+                    continue
+                twin = None if plan is None else plan.base_at(at + start, end - start)
+                got = None
+                if twin is not None and skip:
+                    skip -= 1
+                elif twin is not None:
+                    got = self._encode_delta(txn, piece, *twin)
+                    if got is None or got[0] != CODEC_DELTA:
+                        # a new model at the same path, or a keyframe: deltas do not pay
+                        # here, and trying costs a base decode and two encodings per chunk
+                        skip = DELTA_RETRY
+                if got is None:
+                    got = chooser.compress(piece, start)
+                out.append((cid, end - start, got[0], got[1]))
                 start = end
         return out
 
