@@ -37,12 +37,14 @@ from modelstore.chunker import Chunker, ChunkerParams
 from modelstore.compress import (
     CODEC_DELTA,
     CODEC_NAMES,
+    CODEC_PLANES,
     DELTA_HEAD,
     MAX_DELTA_DEPTH,
     PLANE_WIDTHS,
     CodecChooser,
     PlaneHint,
     apply_delta,
+    compress_chunk,
     decompress_chunk,
     encode_delta,
     parse_delta,
@@ -407,6 +409,59 @@ class _Cutter:
             elif self.chunker.finish():
                 ends.append(n)
         return ends
+
+
+#: float dtypes of safetensors and their element width: their chunks are split into planes
+FLOAT_WIDTHS = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
+
+
+def float_regions(stream: object) -> list[tuple[int, int, int]]:
+    """``(start, end, width)`` of every float tensor's data in a safetensors stream, sorted.
+
+    The dtype is known from the header, so the codec needs no guess from a sample for these
+    chunks (docs/FORMAT.md §8); [] for anything else. The stream position is restored.
+    """
+    seekable = getattr(stream, "seekable", None)
+    try:
+        if seekable is None or not seekable():
+            return []
+        f = cast("SeekableReader", stream)
+        pos = f.tell()
+    except (OSError, ValueError):
+        return []
+    try:
+        if not is_safetensors(f):
+            return []
+        infos, _ = read_header(f)
+    except (FormatError, OSError, ValueError, struct.error):
+        return []
+    finally:
+        try:
+            f.seek(pos)
+        except (OSError, ValueError):
+            pass
+    return sorted(
+        (t.start, t.end, FLOAT_WIDTHS[t.dtype])
+        for t in infos
+        if t.dtype in FLOAT_WIDTHS and t.end > t.start
+    )
+
+
+def _float_hint(floats: list[tuple[int, int, int]], offset: int, length: int) -> PlaneHint | None:
+    """The plane split for the chunk at ``offset`` when it lies inside one float tensor."""
+    r = bisect.bisect_right(floats, (offset, 1 << 62, 0)) - 1
+    if r < 0:
+        return None
+    start, end, width = floats[r]
+    if offset + length > end:
+        return None
+    return PlaneHint(width, (start - offset) % width)
+
+
+def _plane_coding(payload: bytes | memoryview) -> tuple[bool, ...]:
+    """Which planes of a tag-2 payload are zstd-coded (its plane table, §8.1)."""
+    mv = memoryview(payload)
+    return tuple(mv[4 + 5 * j] == 1 for j in range(mv[0]))
 
 
 def _read_head(f: SeekableReader) -> bytes:
@@ -1138,13 +1193,19 @@ class ChunkStore:
         pending: set[bytes],
         at: int = 0,
         plan: DeltaPlan | None = None,
+        floats: list[tuple[int, int, int]] | None = None,
     ) -> list[tuple[bytes, int, int, bytes | memoryview | None]]:
-        """Hash, dedup and encode the chunks of one block; ``at``: the file offset of view[0]."""
+        """Hash, dedup and encode the chunks of one block; ``at``: the file offset of view[0].
+
+        ``floats``: the float tensors of the file (``float_regions``): their chunks are split
+        into planes by their dtype, without estimating from a sample.
+        """
         out: list[tuple[bytes, int, int, bytes | memoryview | None]] = []
         start = 0
         # neighbouring chunks of a file are alike: codec decisions carry over within a block
         chooser = CodecChooser(self.planes)
         skip = 0  # chunks to store plainly before trying a delta again
+        coded: dict[int, tuple[tuple[bool, ...], int]] = {}  # width -> (planes coded, uses)
         with self.db.read() as txn:
             for end in ends:
                 piece = view[start:end]
@@ -1163,6 +1224,19 @@ class ChunkStore:
                         # a new model at the same path, or a keyframe: deltas do not pay
                         # here, and trying costs a base decode and two encodings per chunk
                         skip = DELTA_RETRY
+                if got is None and floats:
+                    hint = _float_hint(floats, at + start, end - start)
+                    if hint is not None:
+                        # which planes to code carries over within the block, as the codec
+                        # choice does (sampled again every CodecChooser.RECHECK chunks)
+                        known = coded.get(hint.width)
+                        fresh = known is None or known[1] >= CodecChooser.RECHECK
+                        if known is not None and not fresh:
+                            hint = hint._replace(coded=known[0])
+                            coded[hint.width] = (known[0], known[1] + 1)
+                        got = compress_chunk(piece, hint=hint, planes=True)
+                        if fresh and got[0] == CODEC_PLANES:
+                            coded[hint.width] = (_plane_coding(got[1]), 0)
                 if got is None:
                     got = chooser.compress(piece, start)
                 out.append((cid, end - start, got[0], got[1]))
@@ -1190,7 +1264,9 @@ class ChunkStore:
         if depth >= self.delta_depth:
             return None
         base = self.decode_verified(base_id, loc, stored)
-        hint = PlaneHint(width, phase) if width else None
+        # every plane of the residual is tried with zstd and kept coded only if smaller: that
+        # is GIL-free, where sampling entropies first is numpy work that holds the GIL
+        hint = PlaneHint(width, phase, False, (True,) * width) if width else None
         payload = encode_delta(piece, base, base_id, depth + 1, hint)
         if len(payload) > len(piece) * DELTA_SURE:
             codec, plain = CodecChooser(self.planes).compress(piece, 0)
@@ -1213,6 +1289,7 @@ class ChunkStore:
         cuts = forced_cuts(stream) if self.tensor_aware else []
         if not (self.delta and cuts):
             plan = None
+        floats = float_regions(stream) if self.planes and cuts else []
         cutter = _Cutter(Chunker(self.params), cuts, plan)
         file_hash = blake3()
         cap = BLOCK + self.params.max_size
@@ -1265,7 +1342,7 @@ class ChunkStore:
                 at = size - tail
                 size += n
                 hfut = hasher_pool.submit(_update, file_hash, new)
-                fut = pool.submit(self._process_block, mv, ends, sink.pending, at, plan)
+                fut = pool.submit(self._process_block, mv, ends, sink.pending, at, plan, floats)
                 inflight.append((fut, hfut))
                 prev, prev_end = mv, tail + n
                 tail = prev_end - (ends[-1] if ends else 0)

@@ -155,3 +155,29 @@ def test_a_damaged_base_is_named_when_its_delta_is_read(tmp_path: Path) -> None:
     finally:
         store.close()
         release_metadb(store.db)
+
+
+def test_float_tensors_are_split_by_their_dtype(tmp_path: Path) -> None:
+    import io
+    import json
+    import struct
+
+    from modelstore.chunkstore import _float_hint, float_regions
+
+    header = {
+        "a": {"dtype": "BF16", "shape": [3], "data_offsets": [0, 6]},
+        "ids": {"dtype": "I32", "shape": [2], "data_offsets": [6, 14]},
+        "w": {"dtype": "F32", "shape": [4], "data_offsets": [14, 30]},
+    }
+    h = json.dumps(header).encode()
+    blob = struct.pack("<Q", len(h)) + h + bytes(30)
+    f = io.BytesIO(blob)
+    f.seek(5)
+    start = 8 + len(h)
+    regions = float_regions(f)
+    assert regions == [(start, start + 6, 2), (start + 14, start + 30, 4)]
+    assert f.tell() == 5  # the position is restored
+    assert _float_hint(regions, start + 15, 8) == PlaneHint(4, 3)  # elements start 3 bytes in
+    assert _float_hint(regions, start + 6, 8) is None  # the int tensor
+    assert _float_hint(regions, start + 2, 8) is None  # runs past the bf16 tensor
+    assert float_regions(io.BytesIO(b"not a safetensors file")) == []
