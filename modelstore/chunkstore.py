@@ -1206,24 +1206,38 @@ class ChunkStore:
         chooser = CodecChooser(self.planes)
         skip = 0  # chunks to store plainly before trying a delta again
         coded: dict[int, tuple[tuple[bool, ...], int]] = {}  # width -> (planes coded, uses)
+        bases: dict[bytes, tuple[bytes, int] | None] = {}  # prefetched: raw bytes, depth
+        ahead = 1  # bases to fetch at once: doubles while deltas pay, back to 1 when not
         with self.db.read() as txn:
+            todo = []  # (start, end, chunk id, twin) of the chunks not stored yet
             for end in ends:
-                piece = view[start:end]
-                cid = blake3(piece).digest()
+                cid = blake3(view[start:end]).digest()
                 if cid in pending or txn.get("chunks", cid) is not None:
                     out.append((cid, end - start, -1, None))
-                    start = end
-                    continue
-                twin = None if plan is None else plan.base_at(at + start, end - start)
+                else:
+                    twin = None if plan is None else plan.base_at(at + start, end - start)
+                    todo.append((start, end, cid, twin))
+                    out.append((cid, end - start, -2, None))  # filled in below
+                start = end
+            slot = [k for k, o in enumerate(out) if o[2] == -2]
+            for j, (start, end, cid, twin) in enumerate(todo):
+                piece = view[start:end]
                 got = None
                 if twin is not None and skip:
                     skip -= 1
                 elif twin is not None:
-                    got = self._encode_delta(txn, piece, *twin)
+                    if twin[0] not in bases:  # this base and the next ones, decoded at once
+                        more = [
+                            (t[3][0], t[1] - t[0]) for t in todo[j : j + ahead] if t[3] is not None
+                        ]
+                        bases.update(self._fetch_bases(txn, more))
+                    got = self._encode_delta(piece, twin, bases.get(twin[0]))
                     if got is None or got[0] != CODEC_DELTA:
                         # a new model at the same path, or a keyframe: deltas do not pay
                         # here, and trying costs a base decode and two encodings per chunk
-                        skip = DELTA_RETRY
+                        skip, ahead = DELTA_RETRY, 1
+                    else:
+                        ahead = min(2 * ahead, 16)
                 if got is None and floats:
                     hint = _float_hint(floats, at + start, end - start)
                     if hint is not None:
@@ -1239,35 +1253,62 @@ class ChunkStore:
                             coded[hint.width] = (_plane_coding(got[1]), 0)
                 if got is None:
                     got = chooser.compress(piece, start)
-                out.append((cid, end - start, got[0], got[1]))
-                start = end
+                out[slot[j]] = (cid, end - start, got[0], got[1])
+        return out
+
+    def _fetch_bases(
+        self, txn: Txn, wanted: list[tuple[bytes, int]]
+    ) -> dict[bytes, tuple[bytes, int] | None]:
+        """Delta bases ``(id, length)``, read and decoded in one native batch, each checked.
+
+        Per id: its raw bytes and its depth, or None when it cannot serve (not stored here,
+        another length, or its chain already ``delta_depth`` long: the chunk becomes a
+        keyframe). A base that does not decode to its id here goes through
+        ``decode_verified``, which names the damage.
+        """
+        out: dict[bytes, tuple[bytes, int] | None] = {}
+        got: list[tuple[bytes, ChunkLoc] | None] = []
+        ids = [b for b, _ in wanted]
+        for b, length in wanted:
+            loc = self.locate(txn, b)
+            g = None if loc is None or loc.raw_len != length else self.read_current(b, loc)
+            if g is not None:
+                st = g[0]
+                depth = parse_delta(memoryview(st)[1:]).depth if st[0] == CODEC_DELTA else 0
+                if depth >= self.delta_depth:
+                    g = None
+            got.append(g)
+        for b, g, raw in zip(ids, got, self._decode_batch(got), strict=True):
+            if g is None:
+                out[b] = None
+                continue
+            if raw is None or blake3(raw).digest() != b:
+                raw = self.decode_verified(b, g[1], g[0])
+            st = g[0]
+            out[b] = (raw, parse_delta(memoryview(st)[1:]).depth if st[0] == CODEC_DELTA else 0)
         return out
 
     def _encode_delta(
-        self, txn: Txn, piece: memoryview, base_id: bytes, width: int, phase: int
+        self,
+        piece: memoryview,
+        twin: tuple[bytes, int, int],
+        base: tuple[bytes, int] | None,
     ) -> tuple[int, bytes | memoryview] | None:
-        """Encode ``piece`` as a delta against ``base_id`` when that is smaller than plain.
+        """Encode ``piece`` as a delta against its twin's base when that is smaller than plain.
 
-        None: no delta (the base is not stored here, or a delta would make its chain longer
-        than ``delta_depth``: the chunk is then stored whole, a keyframe). A delta of at most
-        ``DELTA_SURE`` of the chunk is kept at once; otherwise the plain encoding is made too
-        and the smaller kept.
+        ``base``: the base's raw bytes and depth (``_fetch_bases``). None: no delta (the base
+        is not stored here, or a delta would make its chain longer than ``delta_depth``: the
+        chunk is then stored whole, a keyframe). A delta of at most ``DELTA_SURE`` of the
+        chunk is kept at once; otherwise the plain encoding is made too and the smaller kept.
         """
-        loc = self.locate(txn, base_id)
-        if loc is None or loc.raw_len != len(piece):
+        if base is None:
             return None
-        got = self.read_current(base_id, loc)
-        if got is None:
-            return None
-        stored, loc = got
-        depth = parse_delta(memoryview(stored)[1:]).depth if loc.codec == CODEC_DELTA else 0
-        if depth >= self.delta_depth:
-            return None
-        base = self.decode_verified(base_id, loc, stored)
+        base_id, width, phase = twin
+        base_raw, depth = base
         # every plane of the residual is tried with zstd and kept coded only if smaller: that
         # is GIL-free, where sampling entropies first is numpy work that holds the GIL
         hint = PlaneHint(width, phase, False, (True,) * width) if width else None
-        payload = encode_delta(piece, base, base_id, depth + 1, hint)
+        payload = encode_delta(piece, base_raw, base_id, depth + 1, hint)
         if len(payload) > len(piece) * DELTA_SURE:
             codec, plain = CodecChooser(self.planes).compress(piece, 0)
             if len(plain) <= len(payload):
