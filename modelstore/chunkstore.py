@@ -28,7 +28,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 from blake3 import blake3
 
@@ -104,6 +104,7 @@ DELTA_SURE = 0.5
 #: plainly without trying (neighbouring chunks are alike, as for the codec choice)
 DELTA_RETRY = 15
 ProgressFn = Callable[[int], None]
+_T = TypeVar("_T")
 
 
 class Readable(Protocol):
@@ -206,33 +207,52 @@ def forced_cuts(stream: object) -> list[int]:
     not safetensors, a header it refuses) gets plain content-defined chunking. The stream
     position is restored.
     """
+    return _peek(stream, _cuts, [])
+
+
+def _peek(stream: object, read: Callable[[SeekableReader], _T], default: _T) -> _T:
+    """``read(stream)`` when the stream is seekable, its position restored after.
+
+    ``default`` when it is not seekable or ``read`` finds no format it knows there (a header
+    refused, a short file): the caller then treats the stream as plain bytes.
+    """
     seekable = getattr(stream, "seekable", None)
     try:
         if seekable is None or not seekable():
-            return []
+            return default
         f = cast("SeekableReader", stream)
         pos = f.tell()
     except (OSError, ValueError):
-        return []
+        return default
     try:
-        size = f.seek(0, os.SEEK_END)
-        head = _read_head(f)
-        if head[:4] == b"GGUF":
-            starts = _gguf_starts(f, size)
-        elif is_safetensors(f):
-            infos, _ = read_header(f)
-            (n,) = struct.unpack("<Q", head)
-            starts = [8 + n, *(t.start for t in infos)]
-        else:
-            return []
+        return read(f)
     except (FormatError, OSError, ValueError, struct.error):
-        return []
+        return default
     finally:
         try:
             f.seek(pos)
         except (OSError, ValueError):
             pass
+
+
+def _cuts(f: SeekableReader) -> list[int]:
+    size = f.seek(0, os.SEEK_END)
+    head = _read_head(f)
+    if head[:4] == b"GGUF":
+        starts = _gguf_starts(f, size)
+    elif is_safetensors(f):
+        infos, _ = read_header(f)
+        (n,) = struct.unpack("<Q", head)
+        starts = [8 + n, *(t.start for t in infos)]
+    else:
+        return []
     return sorted({c for c in starts if 0 < c < size})
+
+
+def _tensors(f: SeekableReader) -> tuple[list[TensorInfo], int] | None:
+    """A safetensors file's tensors and size; None for anything else."""
+    size = f.seek(0, os.SEEK_END)
+    return (read_header(f)[0], size) if is_safetensors(f) else None
 
 
 @dataclass
@@ -300,26 +320,10 @@ def delta_plan(
     dtype and shape) whose region in the base starts and ends on chunk boundaries. The
     stream position is restored.
     """
-    seekable = getattr(stream, "seekable", None)
-    try:
-        if seekable is None or not seekable():
-            return None
-        f = cast("SeekableReader", stream)
-        pos = f.tell()
-    except (OSError, ValueError):
+    found = _peek(stream, _tensors, None)
+    if found is None:
         return None
-    try:
-        size = f.seek(0, os.SEEK_END)
-        if not is_safetensors(f):
-            return None
-        infos, _ = read_header(f)
-    except (FormatError, OSError, ValueError, struct.error):
-        return None
-    finally:
-        try:
-            f.seek(pos)
-        except (OSError, ValueError):
-            pass
+    infos, size = found
     ids = bytearray()
     offs = array("Q", [0])
     for cid, n in base_chunks:
@@ -421,25 +425,10 @@ def float_regions(stream: object) -> list[tuple[int, int, int]]:
     The dtype is known from the header, so the codec needs no guess from a sample for these
     chunks (docs/FORMAT.md §8); [] for anything else. The stream position is restored.
     """
-    seekable = getattr(stream, "seekable", None)
-    try:
-        if seekable is None or not seekable():
-            return []
-        f = cast("SeekableReader", stream)
-        pos = f.tell()
-    except (OSError, ValueError):
+    found = _peek(stream, _tensors, None)
+    if found is None:
         return []
-    try:
-        if not is_safetensors(f):
-            return []
-        infos, _ = read_header(f)
-    except (FormatError, OSError, ValueError, struct.error):
-        return []
-    finally:
-        try:
-            f.seek(pos)
-        except (OSError, ValueError):
-            pass
+    infos = found[0]
     return sorted(
         (t.start, t.end, FLOAT_WIDTHS[t.dtype])
         for t in infos
