@@ -923,8 +923,13 @@ class ChunkStore:
         loc: ChunkLoc,
         stored: bytes,
         base: Callable[[bytes], bytes] | None = None,
+        *,
+        strict: bool = False,
     ) -> bytes:
         """Decompress stored bytes and check them against the chunk id.
+
+        ``strict`` (``verify``): decode with python-zstandard, never the native batch decoder,
+        so that a flipped bit an older system libzstd would ignore is still reported.
 
         A delta (tag 3) is applied to its base, read through ``base`` (verified) or, by
         default, from this store (or the lazy remote) without checking each link: the id of
@@ -933,9 +938,11 @@ class ChunkStore:
         ``MAX_DELTA_DEPTH`` are refused, so a hostile or looping chain cannot recurse
         without end.
         """
-        raw = self._decode_native(loc, stored) if base is None else None
+        raw = self._decode_native(loc, stored) if base is None and not strict else None
         if raw is None:
-            raw = self._decode(chunk_id, loc, stored, base or self._read_base_fast)
+            raw = self._decode(
+                chunk_id, loc, stored, base or self._read_base_fast, native=not strict
+            )
         if blake3(raw).digest() != chunk_id:
             if stored[0] == CODEC_DELTA and base is None:
                 self._decode(chunk_id, loc, stored, self._read_base)  # names a bad base
@@ -978,7 +985,12 @@ class ChunkStore:
         return raw if isinstance(raw, bytes) else None
 
     def _decode(
-        self, chunk_id: bytes, loc: ChunkLoc, stored: bytes, base: Callable[[bytes], bytes]
+        self,
+        chunk_id: bytes,
+        loc: ChunkLoc,
+        stored: bytes,
+        base: Callable[[bytes], bytes],
+        native: bool = True,
     ) -> bytes:
         """Decode stored bytes (a delta through ``base``), unchecked."""
         if not stored or stored[0] != loc.codec:
@@ -986,7 +998,7 @@ class ChunkStore:
                 f"chunk {chunk_id.hex()[:16]} in pack {loc.pack_id.hex()[:16]} has a bad codec tag"
             )
         if stored[0] != CODEC_DELTA:
-            return decompress_chunk(stored[0], memoryview(stored)[1:], loc.raw_len)
+            return decompress_chunk(stored[0], memoryview(stored)[1:], loc.raw_len, native=native)
         head = parse_delta(memoryview(stored)[1:])
         depth = getattr(self._chain, "depth", 0)
         if depth >= MAX_DELTA_DEPTH:
@@ -999,7 +1011,7 @@ class ChunkStore:
             base_raw = base(head.base_id)
         finally:
             self._chain.depth = depth
-        return apply_delta(head, base_raw, loc.raw_len)
+        return apply_delta(head, base_raw, loc.raw_len, native=native)
 
     def _read_base_fast(self, base_id: bytes) -> bytes:
         """A delta base's raw bytes, not checked (the delta's own id is, after)."""

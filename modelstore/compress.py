@@ -509,7 +509,9 @@ def parse_delta(payload: bytes | memoryview) -> DeltaHeader:
     return DeltaHeader(bytes(base_id), depth, inner, mv[DELTA_HEAD.size :])
 
 
-def apply_delta(head: DeltaHeader, base: bytes | memoryview, raw_len: int) -> bytes:
+def apply_delta(
+    head: DeltaHeader, base: bytes | memoryview, raw_len: int, *, native: bool = True
+) -> bytes:
     """Rebuild a chunk from its parsed tag-3 payload and its base's raw bytes."""
     if len(base) != raw_len:
         raise CorruptObjectError(
@@ -517,7 +519,7 @@ def apply_delta(head: DeltaHeader, base: bytes | memoryview, raw_len: int) -> by
         )
     if head.inner == CODEC_PLANES:  # the XOR rides along with the interleave
         return _decode_planes(head.body, raw_len, base)
-    return _xor(decompress_chunk(head.inner, head.body, raw_len), base)
+    return _xor(decompress_chunk(head.inner, head.body, raw_len, native=native), base)
 
 
 # -- decoding -------------------------------------------------------------------------------
@@ -544,8 +546,16 @@ def _unzstd(payload: bytes | memoryview, size: int, what: str) -> bytes:
     return out
 
 
-def decompress_chunk(codec: int, payload: bytes | memoryview, raw_len: int) -> bytes:
-    """Turn a stored payload back into the raw chunk of ``raw_len`` bytes."""
+def decompress_chunk(
+    codec: int, payload: bytes | memoryview, raw_len: int, *, native: bool = True
+) -> bytes:
+    """Turn a stored payload back into the raw chunk of ``raw_len`` bytes.
+
+    ``native=False`` decodes plane payloads with python-zstandard rather than the system
+    libzstd: ``verify`` wants the strictest decoder (an older libzstd ignores some bit flips
+    that leave the output right, which a read accepts, since the chunk id checks it, but a
+    verify should report).
+    """
     if raw_len < 0:
         raise CorruptObjectError(f"chunk length {raw_len} is negative")
     if codec == CODEC_RAW:
@@ -555,7 +565,7 @@ def decompress_chunk(codec: int, payload: bytes | memoryview, raw_len: int) -> b
     if codec == CODEC_ZSTD:
         return _unzstd(payload, raw_len, "payload")
     if codec == CODEC_PLANES:
-        if _planes.have_zstd:  # native: one call, the GIL released once
+        if native and _planes.have_zstd:  # native: one call, the GIL released once
             (got,) = _planes.decode_many([([(CODEC_PLANES, payload)], raw_len)])
             if isinstance(got, bytes):
                 return got  # else a rotated split, or damage: the Python decoder says which

@@ -433,7 +433,7 @@ def _repack(
         out = []
         for cid, loc in batch:
             stored = store.read_stored(loc)
-            store.decode_verified(cid, loc, stored)  # never copy damage into a fresh pack
+            store.decode_verified(cid, loc, stored, strict=True)  # never copy damage
             out.append(stored)
         return out
 

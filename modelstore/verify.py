@@ -511,7 +511,7 @@ def _read_chunks(
                 got = store.read_current(cid, loc)  # survives a gc running beside us
                 if got is None:  # collected since our snapshot: nothing left to check
                     continue
-                store.decode_verified(cid, got[1], got[0])
+                store.decode_verified(cid, got[1], got[0], strict=True)
                 out.append((cid, raw, loc.raw_len, None))
             except MsError as exc:  # "(run `ms verify`)" would be advice to run what runs
                 out.append((cid, raw, 0, exc.message.replace(" (run `ms verify`)", "")))
@@ -855,7 +855,7 @@ CopyOf = Callable[[bytes], "tuple[int, int, bytes] | None"]
 def _decode(stored: bytes, raw_len: int, copy_of: CopyOf, depth: int = 0) -> bytes:
     """Decode stored bytes; a delta's base is read through ``copy_of`` and checked by its id."""
     if stored[0] != CODEC_DELTA:
-        return decompress_chunk(stored[0], memoryview(stored)[1:], raw_len)
+        return decompress_chunk(stored[0], memoryview(stored)[1:], raw_len, native=False)
     head = parse_delta(memoryview(stored)[1:])
     if depth >= MAX_DELTA_DEPTH:
         raise CorruptObjectError(f"a delta chain is longer than {MAX_DELTA_DEPTH}")
@@ -870,7 +870,7 @@ def _decode(stored: bytes, raw_len: int, copy_of: CopyOf, depth: int = 0) -> byt
         raise CorruptObjectError(
             f"its delta base {head.base_id.hex()[:16]} does not match its hash"
         )
-    return apply_delta(head, base, raw_len)
+    return apply_delta(head, base, raw_len, native=False)
 
 
 def _raw_of(cid: bytes, copy_of: CopyOf) -> bytes:
@@ -1223,7 +1223,7 @@ def _recover_chunks(
             try:
                 loc = decode_loc(old)
                 stored = store.read_stored(loc)
-                store.decode_verified(cid, loc, stored)
+                store.decode_verified(cid, loc, stored, strict=True)
             except MsError:
                 remote_wanted.add(cid)
                 continue
@@ -1335,7 +1335,9 @@ def _read_back(store: ChunkStore, pid: bytes, path: str, copy_of: CopyOf) -> lis
         for e in entries:
             stored = os.pread(fd, e.stored_len, e.offset)
             loc = ChunkLoc(pid, e.offset, e.stored_len, e.raw_len, e.codec)
-            store.decode_verified(e.chunk_id, loc, stored, lambda b: _raw_of(b, copy_of))
+            store.decode_verified(
+                e.chunk_id, loc, stored, lambda b: _raw_of(b, copy_of), strict=True
+            )
     finally:
         os.close(fd)
     return entries
