@@ -291,64 +291,85 @@ xor_or_copy(uint8_t *acc, const uint8_t *src, size_t n, int first)
             acc[i] ^= src[i];
 }
 
+/* The layout of a tag-2 payload for a chunk of n bytes (docs/FORMAT.md §8.1). */
+struct planes {
+    size_t w, p, m, t, pos;  /* width, phase, elements, tail, offset of the head bytes */
+    size_t len[MAX_W];       /* each plane's stored length */
+    int zstd[MAX_W];         /* each plane's sub-codec: zstd (1) or raw (0) */
+};
+
+static size_t
+u32le(const uint8_t *d)
+{
+    return (size_t)d[0] | ((size_t)d[1] << 8) | ((size_t)d[2] << 16) | ((size_t)d[3] << 24);
+}
+
+/* Check a tag-2 payload from its lengths and frame headers alone, filling in its layout: 0 or
+   the reason. Transform 1 (rotate) is left to the Python decoder. */
+static const char *
+parse_planes(const uint8_t *pl, size_t len, size_t n, struct planes *tb)
+{
+    size_t j, total = 0, off;
+    if (len < 4)
+        return "plane payload is shorter than its header";
+    tb->w = pl[0];
+    tb->p = pl[1];
+    if ((tb->w != 2 && tb->w != 4 && tb->w != 8) || tb->p >= tb->w || pl[2] > 1 || pl[3] != 0)
+        return "plane payload has a bad header";
+    if (pl[2] != 0)
+        return "rotate";
+    if (n < tb->p + tb->w)
+        return "plane payload is wider than its chunk";
+    tb->m = (n - tb->p) / tb->w;
+    tb->t = n - tb->p - tb->m * tb->w;
+    tb->pos = 4 + 5 * tb->w;
+    if (len < tb->pos)
+        return "plane payload is shorter than its plane table";
+    for (j = 0; j < tb->w; j++) {
+        const uint8_t *d = pl + 4 + 5 * j;
+        tb->len[j] = u32le(d + 1);
+        if (d[0] > 1)
+            return "plane payload uses an unknown plane codec";
+        tb->zstd[j] = d[0];
+        if (d[0] == 0 && tb->len[j] != tb->m)
+            return "raw plane length differs from the chunk";
+        total += tb->len[j];
+    }
+    if (tb->pos + tb->p + total + tb->t != len)
+        return "plane payload length does not add up";
+    off = tb->pos + tb->p;
+    for (j = 0; j < tb->w; j++) {
+        if (tb->zstd[j] &&
+            p_getFrameContentSize(pl + off, tb->len[j]) != (unsigned long long)tb->m)
+            return "zstd plane does not declare the expected size";
+        off += tb->len[j];
+    }
+    return NULL;
+}
+
 /* Whether a layer can decode to n bytes, from its lengths and frame headers alone: checked
    before the n-byte result is allocated, so a hostile index entry (n = 4 GiB) with a payload
    that does not back it allocates nothing. 0 or the reason. */
 static const char *
 check_layer(int codec, const uint8_t *pl, size_t len, size_t n)
 {
+    struct planes tb;
     if (codec == 0)
         return len == n ? NULL : "raw chunk length differs from the index";
     if (codec == 1)
         return p_getFrameContentSize(pl, len) == (unsigned long long)n && n > 0
                    ? NULL
                    : "zstd frame does not declare the expected size";
-    if (codec == 2) {
-        size_t w, p, m, t, pos, total = 0, j, off;
-        if (len < 4)
-            return "plane payload is shorter than its header";
-        w = pl[0];
-        p = pl[1];
-        if ((w != 2 && w != 4 && w != 8) || p >= w || pl[2] > 1 || pl[3] != 0)
-            return "plane payload has a bad header";
-        if (n < p + w)
-            return "plane payload is wider than its chunk";
-        m = (n - p) / w;
-        t = n - p - m * w;
-        pos = 4 + 5 * w;
-        if (len < pos)
-            return "plane payload is shorter than its plane table";
-        for (j = 0; j < w; j++) {
-            const uint8_t *d = pl + 4 + 5 * j;
-            size_t l = (size_t)d[1] | ((size_t)d[2] << 8) | ((size_t)d[3] << 16) |
-                       ((size_t)d[4] << 24);
-            if (d[0] == 0 ? l != m : d[0] != 1)
-                return "plane payload has a bad plane table";
-            total += l;
-        }
-        if (pos + p + total + t != len)
-            return "plane payload length does not add up";
-        off = pos + p;
-        for (j = 0; j < w; j++) {
-            const uint8_t *d = pl + 4 + 5 * j;
-            size_t l = (size_t)d[1] | ((size_t)d[2] << 8) | ((size_t)d[3] << 16) |
-                       ((size_t)d[4] << 24);
-            if (d[0] == 1 && p_getFrameContentSize(pl + off, l) != (unsigned long long)m)
-                return "zstd plane does not declare the expected size";
-            off += l;
-        }
-        return NULL;
-    }
+    if (codec == 2)
+        return parse_planes(pl, len, n, &tb);
     return "unknown codec";
 }
 
-/* one layer (codec, payload) of raw length n, XORed into acc (or copied: first) */
+/* one checked layer (codec, payload) of raw length n, XORed into acc (or copied: first) */
 static const char *
 decode_layer(int codec, const uint8_t *pl, size_t len, size_t n, uint8_t *acc, int first)
 {
     if (codec == 0) {
-        if (len != n)
-            return "raw chunk length differs from the index";
         xor_or_copy(acc, pl, n, first);
         return NULL;
     }
@@ -363,60 +384,30 @@ decode_layer(int codec, const uint8_t *pl, size_t len, size_t n, uint8_t *acc, i
         return NULL;
     }
     if (codec == 2) {
-        size_t w, p, m, t, pos, total, j, off;
+        struct planes tb;
         const uint8_t *src[MAX_W];
+        const char *e = parse_planes(pl, len, n, &tb);
+        size_t j, off;
         uint8_t *tmp;
-        if (len < 4)
-            return "plane payload is shorter than its header";
-        w = pl[0];
-        p = pl[1];
-        if ((w != 2 && w != 4 && w != 8) || p >= w || pl[2] > 1 || pl[3] != 0)
-            return "plane payload has a bad header";
-        if (pl[2] != 0)
-            return "rotate"; /* transform 1: the Python decoder handles it */
-        if (n < p + w)
-            return "plane payload is wider than its chunk";
-        m = (n - p) / w;
-        t = n - p - m * w;
-        pos = 4 + 5 * w;
-        if (len < pos)
-            return "plane payload is shorter than its plane table";
-        total = 0;
-        for (j = 0; j < w; j++) {
-            const uint8_t *d = pl + 4 + 5 * j;
-            size_t l = (size_t)d[1] | ((size_t)d[2] << 8) | ((size_t)d[3] << 16) |
-                       ((size_t)d[4] << 24);
-            if (d[0] == 0) {
-                if (l != m)
-                    return "raw plane length differs from the chunk";
-            } else if (d[0] != 1) {
-                return "plane payload uses an unknown plane codec";
-            }
-            total += l;
-        }
-        if (pos + p + total + t != len)
-            return "plane payload length does not add up";
-        tmp = scratch(m * w > 0 ? m * w : 1);
+        if (e != NULL)
+            return e;
+        tmp = scratch(tb.m * tb.w > 0 ? tb.m * tb.w : 1);
         if (tmp == NULL)
             return "out of memory";
-        off = pos + p;
-        for (j = 0; j < w; j++) {
-            const uint8_t *d = pl + 4 + 5 * j;
-            size_t l = (size_t)d[1] | ((size_t)d[2] << 8) | ((size_t)d[3] << 16) |
-                       ((size_t)d[4] << 24);
-            if (d[0] == 0) {
-                src[j] = pl + off;
-            } else {
-                const char *e = unzstd(pl + off, l, tmp + j * m, m);
-                if (e != NULL)
+        off = tb.pos + tb.p;
+        for (j = 0; j < tb.w; j++) {
+            if (tb.zstd[j]) {
+                if ((e = unzstd(pl + off, tb.len[j], tmp + j * tb.m, tb.m)) != NULL)
                     return e;
-                src[j] = tmp + j * m;
+                src[j] = tmp + j * tb.m;
+            } else {
+                src[j] = pl + off;
             }
-            off += l;
+            off += tb.len[j];
         }
-        xor_or_copy(acc, pl + pos, p, first);
-        join_impl(src, (int)w, (Py_ssize_t)m, acc + p, first ? NULL : acc + p);
-        xor_or_copy(acc + p + m * w, pl + off, t, first);
+        xor_or_copy(acc, pl + tb.pos, tb.p, first);
+        join_impl(src, (int)tb.w, (Py_ssize_t)tb.m, acc + tb.p, first ? NULL : acc + tb.p);
+        xor_or_copy(acc + tb.p + tb.m * tb.w, pl + off, tb.t, first);
         return NULL;
     }
     return "unknown codec";
