@@ -938,7 +938,8 @@ class ChunkStore:
         ``MAX_DELTA_DEPTH`` are refused, so a hostile or looping chain cannot recurse
         without end.
         """
-        raw = self._decode_native(loc, stored) if base is None and not strict else None
+        # the native batch decoder, for a batch of one (a delta with its whole chain)
+        raw = self._decode_batch([(stored, loc)])[0] if base is None and not strict else None
         if raw is None:
             raw = self._decode(
                 chunk_id, loc, stored, base or self._read_base_fast, native=not strict
@@ -951,38 +952,6 @@ class ChunkStore:
                 "its hash: the pack is damaged (run `ms verify`)"
             )
         return raw
-
-    def _decode_native(self, loc: ChunkLoc, stored: bytes) -> bytes | None:
-        """A chunk (a delta: with its whole chain) through the native decoder, in one call.
-
-        The stored chunks of the chain are read first, then decoded and XORed with the GIL
-        released once: two threads then decode in parallel. None: not possible here (no
-        libzstd, a rotated split, anything odd), and the Python path decides.
-        """
-        if not _planes.have_zstd or not stored or stored[0] != loc.codec:
-            return None
-        n = loc.raw_len
-        layers: list[tuple[int, bytes | memoryview]] = []
-        cur = stored
-        try:
-            while cur[0] == CODEC_DELTA:
-                if len(layers) >= MAX_DELTA_DEPTH:
-                    return None
-                head = parse_delta(memoryview(cur)[1:])
-                layers.append((head.inner, head.body))
-                with self.db.read() as txn:
-                    bloc = self.locate(txn, head.base_id)
-                if bloc is None or bloc.raw_len != n:
-                    return None
-                got = self.read_current(head.base_id, bloc)
-                if got is None or not got[0] or got[0][0] != got[1].codec:
-                    return None
-                cur = got[0]
-            layers.append((cur[0], memoryview(cur)[1:]))
-        except MsError:
-            return None
-        (raw,) = _planes.decode_many([(layers, n)])
-        return raw if isinstance(raw, bytes) else None
 
     def _decode(
         self,
@@ -1269,24 +1238,22 @@ class ChunkStore:
         """
         out: dict[bytes, tuple[bytes, int] | None] = {}
         got: list[tuple[bytes, ChunkLoc] | None] = []
-        ids = [b for b, _ in wanted]
+        depths: list[int] = []
         for b, length in wanted:
             loc = self.locate(txn, b)
             g = None if loc is None or loc.raw_len != length else self.read_current(b, loc)
-            if g is not None:
-                st = g[0]
-                depth = parse_delta(memoryview(st)[1:]).depth if st[0] == CODEC_DELTA else 0
-                if depth >= self.delta_depth:
-                    g = None
-            got.append(g)
-        for b, g, raw in zip(ids, got, self._decode_batch(got), strict=True):
+            depth = 0
+            if g is not None and g[0][:1] == bytes([CODEC_DELTA]):
+                depth = parse_delta(memoryview(g[0])[1:]).depth
+            got.append(None if depth >= self.delta_depth else g)
+            depths.append(depth)
+        for (b, _), g, depth, raw in zip(wanted, got, depths, self._decode_batch(got), strict=True):
             if g is None:
                 out[b] = None
                 continue
             if raw is None or blake3(raw).digest() != b:
                 raw = self.decode_verified(b, g[1], g[0])
-            st = g[0]
-            out[b] = (raw, parse_delta(memoryview(st)[1:]).depth if st[0] == CODEC_DELTA else 0)
+            out[b] = (raw, depth)
         return out
 
     def _encode_delta(
