@@ -36,9 +36,12 @@ from modelstore import _planes
 from modelstore.chunker import Chunker, ChunkerParams
 from modelstore.compress import (
     CODEC_DELTA,
+    CODEC_FEATURES,
     CODEC_NAMES,
     CODEC_PLANES,
     DELTA_HEAD,
+    FEATURE_DELTA,
+    FEATURE_PLANES,
     MAX_DELTA_DEPTH,
     PLANE_WIDTHS,
     CodecChooser,
@@ -732,6 +735,11 @@ class ChunkStore:
         self._chain = threading.local()  # delta decode depth of this thread
 
     # -- plumbing ---------------------------------------------------------------------------
+    def allows(self, codec: int) -> bool:
+        """Whether this repository's features let it hold a chunk of ``codec``."""
+        have = {FEATURE_PLANES: self.planes, FEATURE_DELTA: self.delta}
+        return all(have.get(f, False) for f in CODEC_FEATURES.get(codec, ()))
+
     def _after_fork(self) -> None:
         """In a forked child, forget the parent's threads and locks (they do not exist here).
 

@@ -36,6 +36,7 @@ from modelstore.errors import CorruptObjectError, UnsupportedFormatError
 
 __all__ = [
     "CODEC_DELTA",
+    "CODEC_FEATURES",
     "CODEC_NAMES",
     "CODEC_PLANES",
     "CODEC_RAW",
@@ -70,6 +71,12 @@ CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd", CODEC_PLANES: "planes", COD
 FEATURE_PLANES = "codec-planes-v1"
 #: the ``incompat`` feature a repository (and a remote) records before any chunk may use tag 3
 FEATURE_DELTA = "codec-xor-delta-v1"
+#: the ``incompat`` features a repository or remote must list to hold a chunk of each codec
+#: (a delta's residual may be plane-coded); tags 0 and 1 need none
+CODEC_FEATURES: dict[int, tuple[str, ...]] = {
+    CODEC_PLANES: (FEATURE_PLANES,),
+    CODEC_DELTA: (FEATURE_PLANES, FEATURE_DELTA),
+}
 #: the deepest delta chain a reader follows (FORMAT §8.2); writers keep far below it
 MAX_DELTA_DEPTH = 32
 #: tag-3 payload header: base chunk id, depth (1 + the base's depth), inner codec tag

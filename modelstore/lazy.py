@@ -16,7 +16,6 @@ from typing import Any
 
 from modelstore.backend import Backend, open_backend
 from modelstore.chunkstore import CHUNK_LOC, PACK_REC, ChunkLoc, ChunkStore
-from modelstore.compress import CODEC_DELTA, CODEC_PLANES
 from modelstore.errors import MsError
 from modelstore.metadb import MetaDB, Txn
 from modelstore.pack import PackWriter, index_entries
@@ -97,10 +96,7 @@ class LazyFetcher:
         loc = ChunkLoc(pid, off, stored_len, raw_len, codec)
         # verify before caching: the caller verifies again, cheaply, on what it returns
         self.store.decode_verified(chunk_id, loc, stored)
-        # never store what old readers misread (the features say what this repository holds)
-        if (codec != CODEC_PLANES or self.store.planes) and (
-            codec != CODEC_DELTA or self.store.delta
-        ):
+        if self.store.allows(codec):  # never store what old readers would misread
             self._cache(chunk_id, stored, raw_len)
         return stored, loc
 

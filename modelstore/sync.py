@@ -46,7 +46,7 @@ from modelstore.branches import is_ancestor
 from modelstore.chunkstore import CHUNK_LOC, PACK_REC, ChunkLoc, decode_loc, storage_error
 from modelstore.compress import (
     CODEC_DELTA,
-    CODEC_PLANES,
+    CODEC_FEATURES,
     FEATURE_DELTA,
     FEATURE_PLANES,
     MAX_DELTA_DEPTH,
@@ -337,10 +337,9 @@ def _require_remote_feature(be: Backend, name: str) -> None:
 
 def adopt_remote_features(repo: Repository, incompat: frozenset[str]) -> None:
     """Record locally the features of a remote that data is about to come from."""
-    if FEATURE_PLANES in incompat and not repo.store.planes:
-        repo.enable_feature(FEATURE_PLANES)
-    if FEATURE_DELTA in incompat and not repo.store.delta:
-        repo.enable_feature(FEATURE_DELTA)
+    for name in sorted(incompat & KNOWN_REMOTE_INCOMPAT):
+        if name not in repo.config.incompat:
+            repo.enable_feature(name)
 
 
 def _codecs_sent(repo: Repository, whole: list[bytes], rest: list[tuple[bytes, Any]]) -> set[int]:
@@ -510,10 +509,8 @@ def push(
     # from disk as they are), the remaining chunks re-packed
     whole, rest = _split_by_pack(repo, locs)
     codecs = _codecs_sent(repo, whole, rest)
-    if CODEC_PLANES in codecs or CODEC_DELTA in codecs:  # delta residuals may be planes
-        _require_remote_feature(be, FEATURE_PLANES)
-    if CODEC_DELTA in codecs:
-        _require_remote_feature(be, FEATURE_DELTA)
+    for name in dict.fromkeys(f for c in sorted(codecs) for f in CODEC_FEATURES.get(c, ())):
+        _require_remote_feature(be, name)  # in order: planes before deltas
     sent = _send_whole_packs(repo, be, whole, res, progress)
     sent += _send_packs(repo, be, rest, res, progress)
     # 2. the metadata bundle
