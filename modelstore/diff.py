@@ -55,7 +55,7 @@ from modelstore.errors import (
 )
 from modelstore.ids import ID_LEN, ObjectId
 from modelstore.metadb import Txn
-from modelstore.objects import MODE_EXEC, MODE_FILE
+from modelstore.objects import MODE_EXEC, MODE_FILE, TreeEntry
 from modelstore.repository import ChunkedFile, IndexEntry, Repository
 
 __all__ = [
@@ -464,6 +464,7 @@ class _Differ:
         self.repo = repo
         self.with_tensors = with_tensors
         self.with_datasets = with_datasets
+        self._head_files: dict[str, TreeEntry] | None = None  # for delta plans, read once
 
     def settle(self, path: str, v: _Version) -> None:
         """Give a working file whose stat data changed its manifest id (and chunk list)."""
@@ -474,7 +475,9 @@ class _Differ:
         try:
             with open(v.work, "rb", buffering=0) as f:
                 before = os.fstat(f.fileno())
-                plan = self.repo.delta_plan(path, f, before.st_size)
+                if self._head_files is None:  # read once per diff, not per file
+                    self._head_files = self.repo.head_files()
+                plan = self.repo.delta_plan(path, f, before.st_size, self._head_files)
                 m = self.repo.store.scan(f, chunks.add, plan)
                 after = os.fstat(f.fileno())
         except FileNotFoundError:

@@ -894,17 +894,12 @@ class Repository:
             if on_total is not None:
                 sizes = dict(todo)
                 on_total(sum(sizes[rel].st_size for rel in changed))
-            prev: dict[str, TreeEntry] = {}
-            if changed and self.store.delta:
-                with self.db.read() as txn:
-                    prev = self.commit_files(self.head(txn)[1], txn)
+            prev = self.head_files() if changed else {}
             if changed:
                 sink = self.store.sink()
-                size_of = {rel: st.st_size for rel, st in todo}
                 try:
                     for rel in changed:
-                        base = _delta_base(rel, size_of[rel], prev) if prev else None
-                        entry, manifest = self._ingest_file(rel, sink, progress, base)
+                        entry, manifest = self._ingest_file(rel, sink, progress, prev)
                         staged.append((rel, entry, manifest))
                         result["added"].append(rel)
                         result["bytes_read"] += manifest.size
@@ -927,14 +922,18 @@ class Repository:
         return result
 
     def _ingest_file(
-        self, rel: str, sink: Any, progress: ProgressFn | None, base: TreeEntry | None = None
+        self,
+        rel: str,
+        sink: Any,
+        progress: ProgressFn | None,
+        prev: dict[str, TreeEntry] | None = None,
     ) -> tuple[IndexEntry, FileManifest]:
         full = self._abs(rel)
         recorded = time.time_ns()
         try:
             with open(full, "rb", buffering=0) as f:
                 st = os.fstat(f.fileno())
-                plan = None if base is None else self._delta_plan(f, base)
+                plan = self.delta_plan(rel, f, st.st_size, prev) if prev else None
                 manifest = self.store.ingest(f, sink, progress, plan)
                 st2 = os.fstat(f.fileno())
         except FileNotFoundError:
@@ -958,16 +957,26 @@ class Repository:
         )
         return entry, manifest
 
-    def delta_plan(self, rel: str, f: SeekableReader, size: int) -> DeltaPlan | None:
+    def head_files(self) -> dict[str, TreeEntry]:
+        """HEAD's files, the previous versions deltas are taken against ({}: no deltas here)."""
+        if not self.store.delta:
+            return {}
+        with self.db.read() as txn:
+            return self.commit_files(self.head(txn)[1], txn)
+
+    def delta_plan(
+        self,
+        rel: str,
+        f: SeekableReader,
+        size: int,
+        prev: dict[str, TreeEntry] | None = None,
+    ) -> DeltaPlan | None:
         """The delta plan ``add`` would use for the working file ``rel`` now (FORMAT §8.2).
 
-        ``scan`` with it gives the manifest that adding the file would give.
+        ``scan`` with it gives the manifest that adding the file would give. ``prev``:
+        ``head_files()``, when the caller plans several files.
         """
-        if not self.store.delta:
-            return None
-        with self.db.read() as txn:
-            prev = self.commit_files(self.head(txn)[1], txn)
-        base = _delta_base(rel, size, prev)
+        base = _delta_base(rel, size, self.head_files() if prev is None else prev)
         return None if base is None else self._delta_plan(f, base)
 
     def _delta_plan(self, f: SeekableReader, base: TreeEntry) -> DeltaPlan | None:
